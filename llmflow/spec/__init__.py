@@ -1,0 +1,1 @@
+"""Pipeline and policy files: models, loading with positions, validation."""
