@@ -1,0 +1,16 @@
+"""Command-line interface. Each command lives in its own ``cmd_*`` module."""
+
+from __future__ import annotations
+
+from llmflow.cli._app import app
+
+# Importing a command module registers its command on ``app``.
+from llmflow.cli import cmd_version  # noqa: F401  isort: skip
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]
