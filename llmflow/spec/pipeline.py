@@ -69,7 +69,9 @@ class Step(_Spec):
         default=None,
         description="`inputs.<dataset>` or `steps.<step>`: one request per item.",
     )
-    max_tokens: int | None = Field(default=None, gt=0, description="Caps output; overrides the route.")
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Caps output; overrides the route."
+    )
     expected_output_tokens: int | None = Field(
         default=None, gt=0, description="Typical output length, for the expected cost."
     )
@@ -86,7 +88,9 @@ class Step(_Spec):
     temperature: float | None = Field(default=None, ge=0, le=1)
     stream: bool = Field(default=False, description="Stream the response (needed for early abort).")
     abort_after_tokens: int | None = Field(
-        default=None, gt=0, description="Stop a streamed response once output passes this many tokens."
+        default=None,
+        gt=0,
+        description="Stop a streamed response once output passes this many tokens.",
     )
     description: str | None = None
 
