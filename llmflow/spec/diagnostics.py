@@ -38,7 +38,7 @@ def from_validation_error(
     """
     found: list[tuple[NodePath, int, Diagnostic]] = []
     for detail in error.errors(include_url=False):
-        path, skipped = _resolve(detail["loc"], data)
+        path, skipped = _resolve(detail["loc"], data, missing=detail["type"] == "missing")
         found.append((path, skipped, _diagnostic(detail, path, model, data, display, positions)))
     # Within one data path, errors that resolved fewer loc parts are union noise.
     best: dict[NodePath, int] = {}
@@ -66,7 +66,7 @@ def _drop_union_shadows(diags: list[Diagnostic]) -> list[Diagnostic]:
     ]
 
 
-def _resolve(loc: Sequence[str | int], data: Any) -> tuple[NodePath, int]:
+def _resolve(loc: Sequence[str | int], data: Any, *, missing: bool) -> tuple[NodePath, int]:
     """The data path a pydantic ``loc`` points at, and how many loc parts were skipped."""
     path: list[str | int] = []
     node, skipped = data, 0
@@ -79,7 +79,7 @@ def _resolve(loc: Sequence[str | int], data: Any) -> tuple[NodePath, int]:
             path.append(part)
         else:
             skipped += 1
-            if isinstance(node, dict) and isinstance(part, str) and part == loc[-1]:
+            if missing and isinstance(node, dict) and isinstance(part, str) and part == loc[-1]:
                 path.append(part)  # a missing key: name it, position falls back to the parent
                 break
     return tuple(path), skipped
