@@ -17,7 +17,14 @@ from llmflow.spec._yaml import NodePath, Positions, dotted
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a close choice exists, else an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    options = list(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close and len(word) >= 4:
+        # A misspelt stem of a longer word: 'clasify' for 'classification'.
+        scored = [
+            (difflib.SequenceMatcher(None, word, o[: len(word) + 1]).ratio(), o) for o in options
+        ]
+        close = [o for score, o in sorted(scored, reverse=True) if score >= 0.7][:1]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

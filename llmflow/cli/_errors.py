@@ -1,0 +1,34 @@
+"""How every command reports llmflow's own errors: one line each, no traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+from llmflow.errors import ConfigError, LlmflowError
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Print an LlmflowError to stderr and exit with its code (DESIGN.md section 1)."""
+    try:
+        yield
+    except LlmflowError as exc:
+        report(exc)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def report(exc: LlmflowError) -> None:
+    """Write ``exc`` to stderr; a ConfigError prints one diagnostic per line."""
+    if isinstance(exc, ConfigError):
+        for diagnostic in exc.diagnostics:
+            stderr.print(str(diagnostic), markup=False)
+        count = len(exc.diagnostics)
+        stderr.print(f"{count} error{'s' if count != 1 else ''}", style="red", markup=False)
+    else:
+        stderr.print(f"error: {exc}", markup=False)
