@@ -27,10 +27,13 @@ def validate(
     catalog = load_catalog()
     with reported_errors():
         pipeline_file, policy_file = load_pair(
-            pipeline, policy, is_known_model=lambda model: catalog.get(model) is not None
+            pipeline,
+            policy,
+            is_known_model=lambda model: catalog.get(model) is not None,
+            model_ids=catalog.ids(),
         )
     steps = pipeline_file.pipeline.steps
     what = f"{pipeline_file.display}: {len(steps)} step{'s' if len(steps) != 1 else ''}"
     if policy_file is not None:
         what += f", routed by {policy_file.display}"
-    Console(highlight=False).print(f"ok  {what}", markup=False)
+    Console(highlight=False, soft_wrap=True).print(f"ok  {what}", markup=False)

@@ -8,7 +8,7 @@ one :class:`~llmflow.errors.ConfigError`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,22 +94,28 @@ def _read_pipeline(path: Path) -> tuple[PipelineFile, list[Diagnostic]]:
 
 
 def load_policy(
-    path: Path | str, is_known_model: Callable[[str], bool] | None = None
+    path: Path | str,
+    is_known_model: Callable[[str], bool] | None = None,
+    model_ids: Sequence[str] = (),
 ) -> PolicyFile:
-    """Load and check one policy file; ``is_known_model`` checks tier models against a catalog."""
-    loaded, problems = _read_policy(Path(path), is_known_model)
+    """Load and check one policy file.
+
+    ``is_known_model`` checks tier models against a catalog whose ids (``model_ids``)
+    are suggested for a misspelt one.
+    """
+    loaded, problems = _read_policy(Path(path), is_known_model, model_ids)
     if problems:
         raise ConfigError(problems)
     return loaded
 
 
 def _read_policy(
-    path: Path, is_known_model: Callable[[str], bool] | None
+    path: Path, is_known_model: Callable[[str], bool] | None, model_ids: Sequence[str]
 ) -> tuple[PolicyFile, list[Diagnostic]]:
     display = display_path(path)
     policy, positions = _load_model(path, display, Policy)
     loaded = PolicyFile(path.resolve(), display, policy, positions)
-    return loaded, _check_policy(loaded, is_known_model)
+    return loaded, _check_policy(loaded, is_known_model, model_ids)
 
 
 def load_pair(
@@ -117,6 +123,7 @@ def load_pair(
     policy_path: Path | str | None,
     *,
     is_known_model: Callable[[str], bool] | None = None,
+    model_ids: Sequence[str] = (),
     inputs: Mapping[str, str] | None = None,
 ) -> tuple[PipelineFile, PolicyFile | None]:
     """Load both files and check them together; every diagnostic of both is raised at once.
@@ -135,7 +142,7 @@ def load_pair(
         problems += exc.diagnostics
     if policy_path is not None:
         try:
-            policy_file, found = _read_policy(Path(policy_path), is_known_model)
+            policy_file, found = _read_policy(Path(policy_path), is_known_model, model_ids)
             problems += found
             policy_ok = not found
         except ConfigError as exc:
@@ -301,7 +308,7 @@ def _check_template(
 
 
 def _check_policy(
-    loaded: PolicyFile, is_known_model: Callable[[str], bool] | None
+    loaded: PolicyFile, is_known_model: Callable[[str], bool] | None, model_ids: Sequence[str]
 ) -> list[Diagnostic]:
     policy = loaded.policy
     tiers = list(policy.tiers)
@@ -323,7 +330,8 @@ def _check_policy(
                     loaded.diagnostic(
                         ("tiers", name, "model"),
                         f"tier '{name}' names no known model: '{tier.model}'"
-                        " (see the catalog: llmflow/catalog/models.yaml)",
+                        f"{did_you_mean(tier.model, model_ids)}"
+                        + (f" (catalog: {known(model_ids)})" if model_ids else ""),
                     )
                 )
     for task, route in policy.routes.items():

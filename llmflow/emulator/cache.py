@@ -1,0 +1,159 @@
+"""Prompt-cache mechanics (DESIGN.md section 4), on the segments of a parsed request.
+
+* Each segment (tool, system block, message content block) is canonicalised without
+  its ``cache_control`` field, and a running hash is taken at every segment boundary,
+  in prefix order tools → system → messages. Entries are keyed by (model, hash).
+* Entries are written at breakpoints only, and only where the prefix reaches the
+  model's ``min_cacheable_tokens`` (a shorter breakpoint caches nothing).
+* At each breakpoint the cache looks back over the breakpoint's own boundary and the
+  :data:`LOOKBACK` boundaries before it for the longest readable, unexpired entry.
+  Everything up to the best hit is ``cache_read``; from there to the last cacheable
+  breakpoint is written, each stretch billed at the TTL of the breakpoint that ends it;
+  the rest is uncached input.
+* An entry becomes readable when the response that writes it begins (arrival +
+  latency), so concurrent cold requests all pay the write. A hit refreshes its TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from llmflow.emulator.validation import ParsedRequest, Segment, ttl_seconds
+
+#: How many block boundaries before a breakpoint are checked for a hit.
+LOOKBACK: Final = 20
+_PURGE_EVERY: Final = 1024
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """One cached prefix."""
+
+    readable_from: float
+    expires_at: float
+    ttl: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheUsage:
+    """How a request's input splits between cache reads, writes and the rest."""
+
+    read: int = 0
+    write_5m: int = 0
+    write_1h: int = 0
+
+    @property
+    def write(self) -> int:
+        """All tokens written, whatever the TTL."""
+        return self.write_5m + self.write_1h
+
+
+NO_CACHE: Final = CacheUsage()
+
+
+def _canonical(segment: Segment) -> bytes:
+    raw = segment.raw
+    if isinstance(raw, str):
+        raw = {"type": "text", "text": raw}
+    elif isinstance(raw, dict) and "cache_control" in raw:
+        raw = {k: v for k, v in raw.items() if k != "cache_control"}
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return segment.kind.encode() + b"\x00" + text.encode()
+
+
+def prefix_hashes(segments: list[Segment], upto: int) -> list[bytes]:
+    """Running hash at each boundary ``0..upto`` (inclusive)."""
+    hashes: list[bytes] = []
+    previous = b""
+    for segment in segments[: upto + 1]:
+        previous = hashlib.blake2b(previous + _canonical(segment), digest_size=16).digest()
+        hashes.append(previous)
+    return hashes
+
+
+class PromptCache:
+    """The emulator's prompt cache, shared by every request (and batch) it serves."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, bytes], CacheEntry] = {}
+        self._writes = 0
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def apply(self, request: ParsedRequest, now: float, begins_at: float) -> CacheUsage:
+        """Look the request up at ``now``; write what it caches, readable from ``begins_at``."""
+        breakpoints = request.breakpoints
+        if not breakpoints:
+            return NO_CACHE
+        segments = request.segments
+        minimum = request.info.min_cacheable_tokens
+        cumulative: list[int] = []
+        running = 0
+        for segment in segments[: breakpoints[-1] + 1]:
+            running += segment.tokens
+            cumulative.append(running)
+        cacheable = [b for b in breakpoints if cumulative[b] >= minimum]
+        if not cacheable:
+            return NO_CACHE
+        model = request.info.id
+        hashes = prefix_hashes(segments, cacheable[-1])
+        entries = self._entries
+
+        hit = -1
+        for b in cacheable:
+            for p in range(b, max(-1, b - LOOKBACK - 1), -1):
+                if p <= hit:
+                    break
+                entry = entries.get((model, hashes[p]))
+                if entry is not None and entry.readable_from <= now < entry.expires_at:
+                    hit = p
+                    entry.expires_at = max(entry.expires_at, begins_at + ttl_seconds(entry.ttl))
+                    break
+
+        read = cumulative[hit] if hit >= 0 else 0
+        start = read
+        write = {"5m": 0, "1h": 0}
+        for b in cacheable:
+            if b <= hit:
+                continue
+            ttl = segments[b].ttl or "5m"
+            write[ttl] += cumulative[b] - start
+            start = cumulative[b]
+            self._store((model, hashes[b]), ttl, now, begins_at)
+        return CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
+
+    def _store(self, key: tuple[str, bytes], ttl: str, now: float, begins_at: float) -> None:
+        expires = begins_at + ttl_seconds(ttl)
+        entry = self._entries.get(key)
+        if entry is not None and now < entry.expires_at:
+            # A concurrent writer got here first: keep its (earlier) readable time.
+            entry.readable_from = min(entry.readable_from, begins_at)
+            entry.expires_at = max(entry.expires_at, expires)
+            if ttl_seconds(ttl) > ttl_seconds(entry.ttl):
+                entry.ttl = ttl
+        else:
+            self._entries[key] = CacheEntry(begins_at, expires, ttl)
+        self._writes += 1
+        if self._writes % _PURGE_EVERY == 0:
+            self._entries = {k: e for k, e in self._entries.items() if e.expires_at > now}
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The entries, for debugging (hash hex, model, times)."""
+        return [
+            {
+                "model": model,
+                "hash": digest.hex(),
+                "ttl": e.ttl,
+                "readable_from": e.readable_from,
+                "expires_at": e.expires_at,
+            }
+            for (model, digest), e in self._entries.items()
+        ]

@@ -1,0 +1,63 @@
+"""Everything the emulator billed, so tests can prove a tracker lost nothing."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+_TOTAL_KEYS: Final = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "ephemeral_5m_input_tokens",
+    "ephemeral_1h_input_tokens",
+    "output_tokens",
+)
+
+
+class Ledger:
+    """Billed requests in the order they were billed, with running totals."""
+
+    def __init__(self) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._totals: dict[str, int] = dict.fromkeys(_TOTAL_KEYS, 0)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()
+        self._totals = dict.fromkeys(_TOTAL_KEYS, 0)
+
+    def record(
+        self,
+        request_id: str,
+        model: str,
+        usage: dict[str, Any],
+        *,
+        batch_id: str | None = None,
+        custom_id: str | None = None,
+    ) -> None:
+        """Bill one response's ``usage``."""
+        entry: dict[str, Any] = {
+            "request_id": request_id,
+            "model": model,
+            "service_tier": usage["service_tier"],
+            "usage": usage,
+        }
+        if batch_id is not None:
+            entry["batch_id"] = batch_id
+            entry["custom_id"] = custom_id
+        self._entries.append(entry)
+        totals = self._totals
+        totals["input_tokens"] += usage["input_tokens"]
+        totals["cache_creation_input_tokens"] += usage["cache_creation_input_tokens"]
+        totals["cache_read_input_tokens"] += usage["cache_read_input_tokens"]
+        creation = usage["cache_creation"]
+        totals["ephemeral_5m_input_tokens"] += creation["ephemeral_5m_input_tokens"]
+        totals["ephemeral_1h_input_tokens"] += creation["ephemeral_1h_input_tokens"]
+        totals["output_tokens"] += usage["output_tokens"]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"requests": [...], "totals": {..., "requests": n}}``."""
+        return {"requests": list(self._entries), "totals": {**self._totals, "requests": len(self)}}
