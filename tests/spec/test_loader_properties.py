@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,10 +37,8 @@ values = st.recursive(
 
 
 def _load(pipeline: Path, policy: Path) -> None:
-    try:
+    with contextlib.suppress(LlmflowError):
         load_pair(pipeline, policy, inputs={})
-    except LlmflowError:
-        pass
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
