@@ -6,6 +6,7 @@ from llmflow.cli._app import app
 
 # Importing a command module registers its command on ``app``.
 from llmflow.cli import cmd_version  # noqa: F401  isort: skip
+from llmflow.cli import cmd_emulator  # noqa: F401  isort: skip
 from llmflow.cli import cmd_validate  # noqa: F401  isort: skip
 from llmflow.cli import cmd_schema  # noqa: F401  isort: skip
 

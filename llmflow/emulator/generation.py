@@ -13,13 +13,14 @@ import math
 import random
 from typing import Any, Final
 
-_WORDS: Final = (
+_WORD_TEXT: Final = (
     "the a of and to in is it for on as with was by at be this from or are an "
     "not but all can had her one our out day get has him his how man new now old "
     "see two way who boy did its let put say she too use data plan cost run step "
     "text task fast slow good best save time tier word item list note job map "
     "key cell rows load pay test safe sure real core node link loop"
-).split()
+)
+_WORDS: Final = tuple(_WORD_TEXT.split(" "))
 MIN_TOKENS: Final = 20
 MAX_TOKENS: Final = 300
 _SENTENCE_EVERY: Final = 9
@@ -205,9 +206,9 @@ class SchemaInstance:
             hi = float(schema["exclusiveMaximum"])
         if "minimum" in schema and "maximum" not in schema and "exclusiveMaximum" not in schema:
             hi = lo + 100
-        if "maximum" in schema or "exclusiveMaximum" in schema:
-            if "minimum" not in schema and "exclusiveMinimum" not in schema:
-                lo = hi - 100
+        has_lo = "minimum" in schema or "exclusiveMinimum" in schema
+        if ("maximum" in schema or "exclusiveMaximum" in schema) and not has_lo:
+            lo = hi - 100
         return lo, hi
 
     def _integer(self, schema: dict[str, Any]) -> int:
@@ -246,7 +247,7 @@ class SchemaInstance:
             return "00000000-0000-4000-8000-000000000000"
         lo = int(schema.get("minLength", 0))
         hi = int(schema.get("maxLength", max(lo, 24)))
-        words = []
+        words: list[str] = []
         while len(" ".join(words)) < max(lo, min(hi, 12)):
             words.append(self._rng.choice(_WORDS))
         text = " ".join(words)

@@ -40,7 +40,7 @@ class Ledger:
             "request_id": request_id,
             "model": model,
             "service_tier": usage["service_tier"],
-            "usage": usage,
+            "usage": {**usage, "cache_creation": dict(usage["cache_creation"])},
         }
         if batch_id is not None:
             entry["batch_id"] = batch_id

@@ -206,9 +206,9 @@ def _tool_segments(tools: Any) -> tuple[list[Segment], dict[str, dict[str, Any]]
         if name in by_name:
             raise invalid(f"tools: Tool names must be unique ({name!r})")
         schema = tool.get("input_schema")
-        if tool.get("type") in (None, "custom"):
-            if not isinstance(schema, dict) or schema.get("type") != "object":
-                raise invalid(f"{where}.input_schema.type: Input should be 'object'")
+        custom = tool.get("type") in (None, "custom")
+        if custom and (not isinstance(schema, dict) or schema.get("type") != "object"):
+            raise invalid(f"{where}.input_schema.type: Input should be 'object'")
         description = tool.get("description")
         if description is not None and not isinstance(description, str):
             raise invalid(f"{where}.description: Input should be a valid string")

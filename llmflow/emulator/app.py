@@ -1,0 +1,222 @@
+"""The emulator's Starlette app: routes, auth, request ids, rate-limit headers, faults.
+
+``create_app()`` serves over uvicorn (``llmflow emulator``) and in-process behind
+``httpx2.ASGITransport`` for ``--backend emulator`` and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from llmflow.emulator.batches import BatchStore
+from llmflow.emulator.config import EmulatorConfig
+from llmflow.emulator.engine import Engine
+from llmflow.emulator.errors import ApiError, error_bytes, invalid
+from llmflow.emulator.faults import FaultInjector
+from llmflow.emulator.ratelimit import RateLimitWindow
+from llmflow.emulator.streaming import message_stream
+from llmflow.emulator.validation import parse_request
+
+log = structlog.get_logger("llmflow.emulator")
+
+MAX_BATCH_BYTES: Final = 256 * 1024 * 1024
+_JSON: Final = "application/json"
+
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class EmulatorState:
+    """Everything one emulator instance remembers."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.clock = config.clock
+        self.latency_s = config.latency_ms / 1000.0
+        self.engine = Engine(config.seed, self.latency_s)
+        self.batches = BatchStore(self.engine, config.batch_seconds)
+        self.faults = FaultInjector(config.faults, config.seed, config.retry_after_seconds)
+        self.ratelimit = RateLimitWindow(config.requests_per_minute, config.tokens_per_minute)
+
+    def reset(self) -> None:
+        """Clear cache, ledger, batches and restart the fault sequence."""
+        self.engine.reset()
+        self.batches.clear()
+        self.faults.reset()
+
+
+def _authorized(request: Request) -> bool:
+    headers = request.headers
+    if headers.get("x-api-key"):
+        return True
+    auth = headers.get("authorization", "")
+    return auth[:7].lower() == "bearer " and bool(auth[7:].strip())
+
+
+async def _json_body(request: Request, limit: int | None = None) -> Any:
+    raw = await request.body()
+    if limit is not None and len(raw) > limit:
+        raise ApiError("request_too_large", f"Request exceeds the maximum size of {limit} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise invalid("The request body is not valid JSON.") from None
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(_dumps(value), status_code=status, media_type=_JSON)
+
+
+def _api(state: EmulatorState, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap an API handler: auth, request-id, error bodies, rate-limit headers."""
+
+    async def endpoint(request: Request) -> Response:
+        request_id = state.engine.ids.new("req")
+        try:
+            if not _authorized(request):
+                raise ApiError("authentication_error", "invalid x-api-key")
+            response = await handler(request, request_id)
+        except ApiError as error:
+            response = Response(error_bytes(error, request_id), error.status, media_type=_JSON)
+            for key, value in error.headers.items():
+                response.raw_headers.append((key.encode(), value.encode()))
+            if error.status >= 500 or error.status == 429:
+                log.info("emulator.error", request_id=request_id, error_type=error.error_type)
+        extra = [("request-id", request_id)]
+        extra.extend(state.ratelimit.headers(state.clock()).items())
+        response.raw_headers.extend((k.encode(), v.encode()) for k, v in extra)
+        return response
+
+    return endpoint
+
+
+def _routes(state: EmulatorState) -> list[Route]:
+    engine, batches, clock = state.engine, state.batches, state.clock
+
+    async def messages(request: Request, request_id: str) -> Response:
+        body = await _json_body(request)
+        fault = state.faults.draw()
+        if fault is not None:
+            raise fault
+        parsed = parse_request(body)
+        now = clock()
+        message = engine.complete(parsed, now=now, request_id=request_id)
+        usage = message["usage"]
+        state.ratelimit.count(now, parsed.total_input_tokens, usage["output_tokens"])
+        if state.latency_s > 0:
+            await asyncio.sleep(state.latency_s)
+        if parsed.stream:
+
+            async def frames() -> AsyncIterator[bytes]:
+                for frame in message_stream(message):
+                    yield frame
+
+            return StreamingResponse(
+                frames(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            )
+        return _json(message)
+
+    async def count_tokens(request: Request, request_id: str) -> Response:
+        parsed = parse_request(await _json_body(request), count_only=True)
+        state.ratelimit.count(clock())
+        return _json({"input_tokens": parsed.total_input_tokens})
+
+    async def create_batch(request: Request, request_id: str) -> Response:
+        body = await _json_body(request, MAX_BATCH_BYTES)
+        batch = batches.create(body, clock())
+        return _json(batch.to_json(str(request.base_url)))
+
+    async def list_batches(request: Request, request_id: str) -> Response:
+        query = request.query_params
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            raise invalid("limit: Input should be a valid integer") from None
+        if not 1 <= limit <= 1000:
+            raise invalid("limit: Input should be between 1 and 1000")
+        page, has_more = batches.page(clock(), query.get("before_id"), query.get("after_id"), limit)
+        base = str(request.base_url)
+        return _json(
+            {
+                "data": [b.to_json(base) for b in page],
+                "has_more": has_more,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+            }
+        )
+
+    async def retrieve_batch(request: Request, request_id: str) -> Response:
+        batch = batches.get(request.path_params["batch_id"], clock())
+        return _json(batch.to_json(str(request.base_url)))
+
+    async def delete_batch(request: Request, request_id: str) -> Response:
+        batch_id = request.path_params["batch_id"]
+        batches.delete(batch_id, clock())
+        return _json({"id": batch_id, "type": "message_batch_deleted"})
+
+    async def cancel_batch(request: Request, request_id: str) -> Response:
+        batch = batches.cancel(request.path_params["batch_id"], clock())
+        return _json(batch.to_json(str(request.base_url)))
+
+    async def batch_results(request: Request, request_id: str) -> Response:
+        data = batches.results(request.path_params["batch_id"], clock())
+        return Response(data, media_type="application/binary")
+
+    async def ledger(request: Request) -> Response:
+        batches.advance(clock())
+        return _json(engine.ledger.to_json())
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return _json({"ok": True})
+
+    def api(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        return _api(state, handler)
+
+    batch_path = "/v1/messages/batches/{batch_id}"
+    return [
+        Route("/v1/messages", api(messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", api(count_tokens), methods=["POST"]),
+        Route("/v1/messages/batches", api(create_batch), methods=["POST"]),
+        Route("/v1/messages/batches", api(list_batches), methods=["GET"]),
+        Route(batch_path, api(retrieve_batch), methods=["GET"]),
+        Route(batch_path, api(delete_batch), methods=["DELETE"]),
+        Route(batch_path + "/cancel", api(cancel_batch), methods=["POST"]),
+        Route(batch_path + "/results", api(batch_results), methods=["GET"]),
+        Route("/_emulator/ledger", ledger, methods=["GET"]),
+        Route("/_emulator/reset", reset, methods=["POST"]),
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    error_type = "not_found_error" if status == 404 else "invalid_request_error"
+    message = "Not found" if status == 404 else f"{request.method} not allowed here"
+    if status >= 500:
+        error_type, message = "api_error", "Internal server error"
+    error = ApiError(error_type, message)
+    return Response(error_bytes(error, "req_unrouted"), status, media_type=_JSON)
+
+
+def create_app(config: EmulatorConfig | None = None) -> Starlette:
+    """A fresh emulator (its own cache, ledger and batches)."""
+    state = EmulatorState(config or EmulatorConfig())
+    app = Starlette(
+        routes=_routes(state),
+        exception_handlers={404: _http_error, 405: _http_error},
+    )
+    app.state.emulator = state
+    return app
