@@ -1,0 +1,50 @@
+"""The tracker layer: usage recording, the budget, and the SQLite run store.
+
+The executor builds a :class:`Tracker` with :meth:`Tracker.open` and calls
+``dispatch``/``record_response``/``record_failure`` (sync) or
+``reserve_batch``/``batch_submitted``/``record_batch``/``batch_ended`` (batches),
+then ``finish``. This package imports only the catalog and the errors of llmflow.
+"""
+
+from llmflow.tracker.budget import Budget, BudgetAlert, Limit, Reservation, period_start
+from llmflow.tracker.progress import StepProgress
+from llmflow.tracker.records import (
+    BatchRecord,
+    OutputRecord,
+    Response,
+    RunInfo,
+    RunRecord,
+    StepPlan,
+    StepTotals,
+    new_run_id,
+    request_key,
+)
+from llmflow.tracker.store import RunStore
+from llmflow.tracker.summary import RunSummary, build_summary, write_summary
+from llmflow.tracker.tracker import Completed, Failed, LimitSpec, Tracker
+
+__all__ = [
+    "BatchRecord",
+    "Budget",
+    "BudgetAlert",
+    "Completed",
+    "Failed",
+    "Limit",
+    "LimitSpec",
+    "OutputRecord",
+    "Reservation",
+    "Response",
+    "RunInfo",
+    "RunRecord",
+    "RunStore",
+    "RunSummary",
+    "StepPlan",
+    "StepProgress",
+    "StepTotals",
+    "Tracker",
+    "build_summary",
+    "new_run_id",
+    "period_start",
+    "request_key",
+    "write_summary",
+]

@@ -1,0 +1,220 @@
+"""The run store's SQLite schema and connection setup (WAL, exact Decimal sums).
+
+Money is stored as TEXT decimal strings and summed with the ``dsum`` aggregate this
+module registers, so no amount ever passes through a float. Timestamps are UTC ISO
+8601 strings of fixed width, so they compare correctly as text.
+
+Tables
+    meta        key/value, holds ``schema_version``
+    runs        one row per run id (pipeline, policy, plan fingerprint and totals,
+                status, per-run budget limit, money possibly spent but unrecorded)
+    run_tags    the run's tag labels (key, value), for per-tag period budgets
+    steps       the plan of each step of a run: planned requests and costs
+    requests    one row per request key: state, model/tier/mode, last usage and
+                output; ``reserved_usd`` is the upper bound reserved at dispatch
+    usage       the ledger: one row per billed response (append-only); spend of a
+                run, a day or a month is a ``dsum`` over it
+    batches     submitted batches, polled on resume until ended
+    alerts      budget alerts fired, at most one per limit name per run
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from llmflow.catalog import ZERO, format_usd
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id             TEXT PRIMARY KEY,
+    pipeline           TEXT NOT NULL,
+    pipeline_path      TEXT,
+    policy             TEXT NOT NULL,
+    policy_path        TEXT,
+    plan_hash          TEXT,
+    status             TEXT NOT NULL CHECK (status IN
+        ('running','succeeded','partial','budget_stopped','failed','interrupted')),
+    started_at         TEXT NOT NULL,
+    ended_at           TEXT,
+    sessions           INTEGER NOT NULL DEFAULT 1,
+    budget_limit       TEXT,
+    plan_cost_expected TEXT,
+    plan_cost_max      TEXT,
+    plan_cost_baseline TEXT,
+    unrecorded_usd     TEXT NOT NULL DEFAULT '0'
+);
+CREATE INDEX IF NOT EXISTS runs_pipeline ON runs (pipeline, started_at);
+CREATE TABLE IF NOT EXISTS run_tags (
+    run_id TEXT NOT NULL REFERENCES runs (run_id),
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX IF NOT EXISTS run_tags_label ON run_tags (key, value);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id             TEXT NOT NULL REFERENCES runs (run_id),
+    step_id            TEXT NOT NULL,
+    position           INTEGER NOT NULL,
+    requests           INTEGER NOT NULL DEFAULT 0,
+    model              TEXT,
+    tier               TEXT,
+    mode               TEXT,
+    plan_cost_expected TEXT,
+    plan_cost_max      TEXT,
+    PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE IF NOT EXISTS requests (
+    run_id         TEXT NOT NULL REFERENCES runs (run_id),
+    key            TEXT NOT NULL,
+    step_id        TEXT NOT NULL,
+    item_index     INTEGER NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN
+        ('pending','in_flight','succeeded','failed','skipped')),
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    model          TEXT,
+    tier           TEXT,
+    mode           TEXT CHECK (mode IS NULL OR mode IN ('sync','batch')),
+    batch_id       TEXT,
+    reserved_usd   TEXT,
+    request_id     TEXT,
+    service_tier   TEXT,
+    input_tokens   INTEGER NOT NULL DEFAULT 0,
+    cache_write_5m INTEGER NOT NULL DEFAULT 0,
+    cache_write_1h INTEGER NOT NULL DEFAULT 0,
+    cache_read     INTEGER NOT NULL DEFAULT 0,
+    output_tokens  INTEGER NOT NULL DEFAULT 0,
+    cost_usd       TEXT NOT NULL DEFAULT '0',
+    stop_reason    TEXT,
+    error          TEXT,
+    output_json    TEXT,
+    dispatched_at  TEXT,
+    completed_at   TEXT,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX IF NOT EXISTS requests_step ON requests (run_id, step_id, item_index);
+CREATE INDEX IF NOT EXISTS requests_batch ON requests (run_id, batch_id);
+CREATE TABLE IF NOT EXISTS usage (
+    id             INTEGER PRIMARY KEY,
+    run_id         TEXT NOT NULL REFERENCES runs (run_id),
+    step_id        TEXT NOT NULL,
+    key            TEXT NOT NULL,
+    item_index     INTEGER NOT NULL,
+    attempt        INTEGER NOT NULL,
+    model          TEXT NOT NULL,
+    tier           TEXT,
+    mode           TEXT NOT NULL CHECK (mode IN ('sync','batch')),
+    service_tier   TEXT,
+    request_id     TEXT,
+    input_tokens   INTEGER NOT NULL,
+    cache_write_5m INTEGER NOT NULL,
+    cache_write_1h INTEGER NOT NULL,
+    cache_read     INTEGER NOT NULL,
+    output_tokens  INTEGER NOT NULL,
+    cost_usd       TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_run ON usage (run_id, step_id);
+CREATE INDEX IF NOT EXISTS usage_time ON usage (recorded_at);
+CREATE TABLE IF NOT EXISTS batches (
+    run_id       TEXT NOT NULL REFERENCES runs (run_id),
+    batch_id     TEXT NOT NULL,
+    step_id      TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    ended_at     TEXT,
+    request_keys TEXT NOT NULL,
+    PRIMARY KEY (run_id, batch_id)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    run_id     TEXT NOT NULL REFERENCES runs (run_id),
+    limit_name TEXT NOT NULL,
+    limit_usd  TEXT NOT NULL,
+    threshold  TEXT NOT NULL,
+    spent_usd  TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    PRIMARY KEY (run_id, limit_name)
+);
+"""
+
+
+class _DecimalSum:
+    """SQLite aggregate ``dsum(text)``: the exact Decimal sum, as a decimal string."""
+
+    def __init__(self) -> None:
+        self.total = ZERO
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.total += Decimal(value)
+
+    def finalize(self) -> str:
+        return format_usd(self.total)
+
+
+def timestamp(moment: datetime) -> str:
+    """Fixed-width UTC ISO 8601 text (naive datetimes are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def money(value: Decimal | None) -> str | None:
+    """Decimal → TEXT column value (None stays NULL)."""
+    return None if value is None else format_usd(value)
+
+
+def to_decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+    """Open (creating if needed) the database at ``path`` in WAL mode, schema applied.
+
+    ``synchronous=NORMAL`` in WAL mode makes every commit survive a killed process
+    (kill -9); only an OS crash or power loss could drop the last commits.
+    Raises ``sqlite3.Error`` or ``ValueError`` (schema of another version).
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ValueError(f"cannot enable WAL journal mode on {path} (got {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in DDL.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        elif int(row[0]) != SCHEMA_VERSION:
+            conn.execute("ROLLBACK")
+            raise ValueError(
+                f"{path} has run store schema {row[0]}; this llmflow reads {SCHEMA_VERSION}"
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+        raise
+    return conn
