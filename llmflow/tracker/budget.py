@@ -40,6 +40,11 @@ def period_start(period: Period, now: datetime | None = None) -> datetime:
     return day if period == "day" else day.replace(day=1)
 
 
+def _tidy(amount: Decimal) -> Decimal:
+    """The same amount without trailing zeros, for messages (``0.0005``, not ``0.00050000``)."""
+    return Decimal(format_usd(amount))
+
+
 @dataclass(frozen=True, slots=True)
 class Limit:
     """One spend limit in USD.
@@ -193,7 +198,12 @@ class Budget:
         with self._lock:
             over = None if force else self._violated(total)
             if over is not None:
-                exc = BudgetExceeded(over.amount, over.prior + self._spent, self._reserved, total)
+                exc = BudgetExceeded(
+                    _tidy(over.amount),
+                    _tidy(over.prior + self._spent),
+                    _tidy(self._reserved),
+                    _tidy(total),
+                )
                 _log.info(
                     "budget.refused",
                     limit_name=over.name,
