@@ -183,7 +183,9 @@ class Emu:
         transport = httpx2.ASGITransport(app=self.checked)
         http = httpx2.AsyncClient(transport=transport, base_url=BASE)
         kwargs.setdefault("max_retries", 0)
-        return anthropic.AsyncAnthropic(api_key="test-key", base_url=BASE, http_client=http, **kwargs)
+        return anthropic.AsyncAnthropic(
+            api_key="test-key", base_url=BASE, http_client=http, **kwargs
+        )
 
     def raw(self) -> httpx2.AsyncClient:
         """A plain httpx2 client (no auth header) bound to the app."""

@@ -19,7 +19,12 @@ async def test_batch_lifecycle(make_emu: Any, clock: Any, spec: Any) -> None:
     emu = make_emu(clock=clock, batch_seconds=60)
     client = emu.async_client()
     batch = await client.messages.batches.create(
-        requests=[req("a"), req("b", "other"), req("bad", model="claude-nope"), req("neg", max_tokens=-1)]
+        requests=[
+            req("a"),
+            req("b", "other"),
+            req("bad", model="claude-nope"),
+            req("neg", max_tokens=-1),
+        ]
     )
     assert batch.processing_status == "in_progress" and batch.results_url is None
     assert batch.request_counts.processing == 4
@@ -57,10 +62,14 @@ async def test_batch_seconds_zero_ends_at_once(aclient: anthropic.AsyncAnthropic
     assert len(lines) == 1 and lines[0].result.type == "succeeded"
 
 
-async def test_results_jsonl_has_no_blank_lines(emu: Any, aclient: anthropic.AsyncAnthropic) -> None:
+async def test_results_jsonl_has_no_blank_lines(
+    emu: Any, aclient: anthropic.AsyncAnthropic
+) -> None:
     batch = await aclient.messages.batches.create(requests=[req(f"r{i}", str(i)) for i in range(5)])
     async with emu.raw() as raw:
-        response = await raw.get(f"/v1/messages/batches/{batch.id}/results", headers={"x-api-key": "k"})
+        response = await raw.get(
+            f"/v1/messages/batches/{batch.id}/results", headers={"x-api-key": "k"}
+        )
     assert response.status_code == 200
     lines = response.text.split("\n")
     assert lines[-1] == "" and all(line.strip() for line in lines[:-1]) and len(lines) == 6
@@ -82,7 +91,9 @@ async def test_cache_hits_inside_a_batch(aclient: anthropic.AsyncAnthropic) -> N
     batch = await aclient.messages.batches.create(
         requests=[req(f"c{i}", f"question {i}", system=system) for i in range(3)]
     )
-    results = {r.custom_id: r.result async for r in await aclient.messages.batches.results(batch.id)}
+    results = {
+        r.custom_id: r.result async for r in await aclient.messages.batches.results(batch.id)
+    }
     usage = [results[f"c{i}"].message.usage for i in range(3)]  # type: ignore[union-attr]
     assert usage[0].cache_creation_input_tokens == 4201
     assert usage[1].cache_read_input_tokens == 4201 and usage[2].cache_read_input_tokens == 4201

@@ -36,7 +36,9 @@ async def total(client: anthropic.AsyncAnthropic, **kwargs: Any) -> int:
 
 
 def billed(usage: Any) -> int:
-    return int(usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens)
+    return int(
+        usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+    )
 
 
 async def test_write_then_read(aclient: anthropic.AsyncAnthropic) -> None:
@@ -76,7 +78,12 @@ async def test_below_minimum_caches_nothing(aclient: anthropic.AsyncAnthropic) -
 
 async def test_ttl_5m_refreshed_on_hit(aclient: anthropic.AsyncAnthropic, clock: Any) -> None:
     system = cached_system(1500)
-    kw: dict[str, Any] = {"model": SONNET45, "max_tokens": 5, "system": system, "messages": ask("q")}
+    kw: dict[str, Any] = {
+        "model": SONNET45,
+        "max_tokens": 5,
+        "system": system,
+        "messages": ask("q"),
+    }
     assert (await aclient.messages.create(**kw)).usage.cache_creation_input_tokens > 0
     clock.advance(299)
     assert (await aclient.messages.create(**kw)).usage.cache_read_input_tokens > 0
@@ -90,7 +97,12 @@ async def test_ttl_5m_refreshed_on_hit(aclient: anthropic.AsyncAnthropic, clock:
 
 async def test_ttl_1h(aclient: anthropic.AsyncAnthropic, clock: Any) -> None:
     system = cached_system(1500, ttl="1h")
-    kw: dict[str, Any] = {"model": SONNET45, "max_tokens": 5, "system": system, "messages": ask("q")}
+    kw: dict[str, Any] = {
+        "model": SONNET45,
+        "max_tokens": 5,
+        "system": system,
+        "messages": ask("q"),
+    }
     first = await aclient.messages.create(**kw)
     assert first.usage.cache_creation is not None
     assert first.usage.cache_creation.ephemeral_1h_input_tokens == 1501
@@ -120,12 +132,14 @@ async def test_concurrent_cold_requests_all_write(make_emu: Any, clock: Any) -> 
 
 
 async def test_not_readable_before_response_begins(make_emu: Any, clock: Any) -> None:
-    emu = make_emu(clock=clock, latency_ms=1000)
+    emu = make_emu(clock=clock, latency_ms=100)
     client = emu.async_client()
     kw: dict[str, Any] = {"model": SONNET45, "max_tokens": 5, "system": cached_system(1500)}
     await client.messages.create(messages=ask("a"), **kw)
-    clock.advance(0.999)
-    assert (await client.messages.create(messages=ask("b"), **kw)).usage.cache_read_input_tokens == 0
+    clock.advance(0.099)
+    assert (
+        await client.messages.create(messages=ask("b"), **kw)
+    ).usage.cache_read_input_tokens == 0
     clock.advance(0.002)
     assert (await client.messages.create(messages=ask("c"), **kw)).usage.cache_read_input_tokens > 0
     await client.close()
@@ -151,7 +165,9 @@ async def test_lookback_misses_beyond_20_blocks(aclient: anthropic.AsyncAnthropi
     await aclient.messages.create(model=SONNET45, max_tokens=5, messages=blocks(0, 0))
     beyond = await aclient.messages.create(model=SONNET45, max_tokens=5, messages=blocks(21, 21))
     assert beyond.usage.cache_read_input_tokens == 0
-    assert beyond.usage.cache_creation_input_tokens == billed(beyond.usage) - beyond.usage.input_tokens
+    assert (
+        beyond.usage.cache_creation_input_tokens == billed(beyond.usage) - beyond.usage.input_tokens
+    )
     assert beyond.usage.cache_creation_input_tokens > 1500
 
 
@@ -177,7 +193,13 @@ async def test_tool_change_invalidates_system_change_keeps_tools(
         ]
 
     def system(text: str) -> list[Any]:
-        return [{"type": "text", "text": text + " " + words(300), "cache_control": {"type": "ephemeral"}}]
+        return [
+            {
+                "type": "text",
+                "text": text + " " + words(300),
+                "cache_control": {"type": "ephemeral"},
+            }
+        ]
 
     first = await aclient.messages.create(
         model=SONNET45, max_tokens=5, tools=tools("A"), system=system("S1"), messages=ask("q")
@@ -224,9 +246,13 @@ async def test_top_level_cache_control(aclient: anthropic.AsyncAnthropic) -> Non
 
 async def test_prewarm_with_max_tokens_zero(aclient: anthropic.AsyncAnthropic) -> None:
     system = cached_system(1500)
-    warm = await aclient.messages.create(model=SONNET45, max_tokens=0, system=system, messages=ask("w"))
+    warm = await aclient.messages.create(
+        model=SONNET45, max_tokens=0, system=system, messages=ask("w")
+    )
     assert warm.usage.output_tokens == 0 and warm.usage.cache_creation_input_tokens == 1501
-    hit = await aclient.messages.create(model=SONNET45, max_tokens=5, system=system, messages=ask("x"))
+    hit = await aclient.messages.create(
+        model=SONNET45, max_tokens=5, system=system, messages=ask("x")
+    )
     assert hit.usage.cache_read_input_tokens == 1501
 
 
@@ -234,7 +260,9 @@ async def test_ledger_has_every_billed_request(emu: Any, aclient: anthropic.Asyn
     system = cached_system(1500)
     usages = []
     for i in range(3):
-        m = await aclient.messages.create(model=SONNET45, max_tokens=7, system=system, messages=ask(str(i)))
+        m = await aclient.messages.create(
+            model=SONNET45, max_tokens=7, system=system, messages=ask(str(i))
+        )
         usages.append(m.usage)
     await aclient.messages.count_tokens(model=SONNET45, messages=ask("free"))
     ledger = await emu.ledger()
@@ -242,7 +270,9 @@ async def test_ledger_has_every_billed_request(emu: Any, aclient: anthropic.Asyn
     totals = ledger["totals"]
     assert totals["input_tokens"] == sum(u.input_tokens for u in usages)
     assert totals["cache_read_input_tokens"] == sum(u.cache_read_input_tokens for u in usages)
-    assert totals["cache_creation_input_tokens"] == sum(u.cache_creation_input_tokens for u in usages)
+    assert totals["cache_creation_input_tokens"] == sum(
+        u.cache_creation_input_tokens for u in usages
+    )
     assert totals["output_tokens"] == 21
     assert {e["service_tier"] for e in ledger["requests"]} == {"standard"}
     async with emu.raw() as raw:

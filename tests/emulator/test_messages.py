@@ -21,12 +21,25 @@ async def test_create_returns_full_message(aclient: anthropic.AsyncAnthropic, em
     assert message.type == "message" and message.role == "assistant"
     assert message.stop_reason == "end_turn"
     assert message.content[0].type == "text" and message.content[0].text
-    for key in ("id", "type", "role", "content", "model", "stop_reason", "stop_sequence",
-                "stop_details", "usage", "container"):
+    for key in (
+        "id",
+        "type",
+        "role",
+        "content",
+        "model",
+        "stop_reason",
+        "stop_sequence",
+        "stop_details",
+        "usage",
+        "container",
+    ):
         assert key in body
     usage = body["usage"]
     assert usage["service_tier"] == "standard"
-    assert usage["cache_creation"] == {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
+    assert usage["cache_creation"] == {
+        "ephemeral_5m_input_tokens": 0,
+        "ephemeral_1h_input_tokens": 0,
+    }
     assert usage["cache_read_input_tokens"] == 0 and usage["cache_creation_input_tokens"] == 0
     assert 20 <= usage["output_tokens"] <= 300
     assert raw.http_response.headers["request-id"].startswith("req_")
@@ -56,7 +69,9 @@ async def test_output_tokens_are_exact(aclient: anthropic.AsyncAnthropic) -> Non
 
     for max_tokens in (1, 7, 50, 1000):
         message = await aclient.messages.create(
-            model=MODEL, max_tokens=max_tokens, messages=[{"role": "user", "content": f"n{max_tokens}"}]
+            model=MODEL,
+            max_tokens=max_tokens,
+            messages=[{"role": "user", "content": f"n{max_tokens}"}],
         )
         block = message.content[0]
         assert block.type == "text"
@@ -149,34 +164,108 @@ async def test_create_stream_true_through_sdk(aclient: anthropic.AsyncAnthropic)
     [
         ({"model": "claude-nope-9", "max_tokens": 5, "messages": HELLO}, 404, "not_found_error"),
         ({"model": MODEL, "max_tokens": 5, "messages": []}, 400, "invalid_request_error"),
-        ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, 400,
-         "invalid_request_error"),
+        (
+            {"model": MODEL, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            400,
+            "invalid_request_error",
+        ),
         ({"model": MODEL, "messages": HELLO}, 400, "invalid_request_error"),
         ({"model": MODEL, "max_tokens": -1, "messages": HELLO}, 400, "invalid_request_error"),
         ({"model": MODEL, "max_tokens": 10**7, "messages": HELLO}, 400, "invalid_request_error"),
-        ({"model": MODEL, "max_tokens": 5, "messages": HELLO, "bogus": 1}, 400,
-         "invalid_request_error"),
-        ({"model": MODEL, "max_tokens": 5, "messages": [
-            {"role": "user", "content": [
-                {"type": "text", "text": "a", "cache_control": {"type": "persistent"}}]}]}, 400,
-         "invalid_request_error"),
-        ({"model": MODEL, "max_tokens": 5, "messages": [
-            {"role": "user", "content": [
-                {"type": "text", "text": "a", "cache_control": {"type": "ephemeral", "ttl": "2h"}}]}]},
-         400, "invalid_request_error"),
-        ({"model": MODEL, "max_tokens": 5, "messages": [
-            {"role": "user", "content": [
-                {"type": "text", "text": str(i), "cache_control": {"type": "ephemeral"}}
-                for i in range(5)]}]}, 400, "invalid_request_error"),
-        ({"model": MODEL, "max_tokens": 5, "system": [
-            {"type": "text", "text": "a", "cache_control": {"type": "ephemeral", "ttl": "5m"}},
-            {"type": "text", "text": "b", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
-          "messages": HELLO}, 400, "invalid_request_error"),
-        ({"model": MODEL, "max_tokens": 5, "messages": HELLO,
-          "tool_choice": {"type": "tool", "name": "missing"}}, 400, "invalid_request_error"),
+        (
+            {"model": MODEL, "max_tokens": 5, "messages": HELLO, "bogus": 1},
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "a", "cache_control": {"type": "persistent"}}
+                        ],
+                    }
+                ],
+            },
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "text",
+                                "text": "a",
+                                "cache_control": {"type": "ephemeral", "ttl": "2h"},
+                            }
+                        ],
+                    }
+                ],
+            },
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": str(i), "cache_control": {"type": "ephemeral"}}
+                            for i in range(5)
+                        ],
+                    }
+                ],
+            },
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "system": [
+                    {
+                        "type": "text",
+                        "text": "a",
+                        "cache_control": {"type": "ephemeral", "ttl": "5m"},
+                    },
+                    {
+                        "type": "text",
+                        "text": "b",
+                        "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                    },
+                ],
+                "messages": HELLO,
+            },
+            400,
+            "invalid_request_error",
+        ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": HELLO,
+                "tool_choice": {"type": "tool", "name": "missing"},
+            },
+            400,
+            "invalid_request_error",
+        ),
     ],
 )
-async def test_validation_errors(emu: Any, body: dict[str, Any], status: int, error_type: str) -> None:
+async def test_validation_errors(
+    emu: Any, body: dict[str, Any], status: int, error_type: str
+) -> None:
     async with emu.raw() as client:
         response = await client.post("/v1/messages", headers={"x-api-key": "k"}, json=body)
     assert response.status_code == status
@@ -193,7 +282,9 @@ async def test_sdk_maps_errors(aclient: anthropic.AsyncAnthropic) -> None:
         await aclient.messages.create(model=MODEL, max_tokens=5, messages=[])
 
 
-async def test_empty_messages_and_final_assistant_prefill(aclient: anthropic.AsyncAnthropic) -> None:
+async def test_empty_messages_and_final_assistant_prefill(
+    aclient: anthropic.AsyncAnthropic,
+) -> None:
     with pytest.raises(anthropic.BadRequestError):
         await aclient.messages.create(
             model=MODEL, max_tokens=5, messages=[{"role": "user", "content": ""}]
@@ -215,9 +306,14 @@ async def test_auth_required_and_both_headers_accepted(emu: Any) -> None:
     assert none.status_code == 401 and none.json()["error"]["type"] == "authentication_error"
     assert key.status_code == 200 and bearer.status_code == 200
     with pytest.raises(anthropic.AuthenticationError):
-        http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=emu.checked), base_url="http://x")
+        http = httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=emu.checked), base_url="http://x"
+        )
         client2 = anthropic.AsyncAnthropic(
-            api_key="k", base_url="http://x", http_client=http, max_retries=0,
+            api_key="k",
+            base_url="http://x",
+            http_client=http,
+            max_retries=0,
             default_headers={"Authorization": "Basic not-a-bearer"},
         )
         await client2.messages.create(model=MODEL, max_tokens=1, messages=HELLO)
@@ -226,19 +322,22 @@ async def test_auth_required_and_both_headers_accepted(emu: Any) -> None:
 async def test_rate_limit_headers(emu: Any) -> None:
     async with emu.raw() as client:
         first = await client.post(
-            "/v1/messages", headers={"x-api-key": "k"},
+            "/v1/messages",
+            headers={"x-api-key": "k"},
             json={"model": MODEL, "max_tokens": 3, "messages": HELLO},
         )
         second = await client.post(
-            "/v1/messages", headers={"x-api-key": "k"},
+            "/v1/messages",
+            headers={"x-api-key": "k"},
             json={"model": MODEL, "max_tokens": 3, "messages": HELLO},
         )
     for kind in ("requests", "tokens", "input-tokens", "output-tokens"):
         for part in ("limit", "remaining", "reset"):
             assert f"anthropic-ratelimit-{kind}-{part}" in first.headers
-    assert int(second.headers["anthropic-ratelimit-requests-remaining"]) == int(
-        first.headers["anthropic-ratelimit-requests-remaining"]
-    ) - 1
+    assert (
+        int(second.headers["anthropic-ratelimit-requests-remaining"])
+        == int(first.headers["anthropic-ratelimit-requests-remaining"]) - 1
+    )
     assert first.headers["request-id"] != second.headers["request-id"]
 
 
