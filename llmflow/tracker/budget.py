@@ -155,6 +155,11 @@ class Budget:
         with self._lock:
             return self._reserved
 
+    def snapshot(self) -> tuple[Decimal, Decimal]:
+        """``(spent, reserved)`` read together, consistent with each other."""
+        with self._lock:
+            return self._spent, self._reserved
+
     @property
     def open_reservations(self) -> int:
         with self._lock:
