@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from llmflow.errors import BudgetExceeded
-from llmflow.tracker.budget import Budget, Limit, period_start
+from llmflow.tracker.budget import Budget, BudgetAlert, Limit, Reservation, period_start
 
 D = Decimal
 
@@ -23,7 +23,7 @@ D = Decimal
 @dataclass(frozen=True)
 class Op:
     amount: Decimal
-    percent: int  # actual = amount * percent / 100; None-like -1 means release
+    percent: int  # actual = amount * percent / 100; -1 means release
     delay: int  # asyncio yields / thread sleeps between reserve and settle
 
 
@@ -49,7 +49,7 @@ class Checker:
         if spent + reserved > self.cap:
             self.violations.append((spent, reserved))
 
-    def reserve(self, op: Op) -> tuple[object, Decimal] | None:
+    def reserve(self, op: Op) -> tuple[Reservation, Decimal] | None:
         try:
             res = self.budget.reserve(op.amount, label="t")
         except BudgetExceeded:
@@ -58,10 +58,7 @@ class Checker:
         actual = op.amount * op.percent / 100 if op.percent >= 0 else D(-1)
         return res, actual
 
-    def finish(self, res: object, actual: Decimal) -> None:
-        from llmflow.tracker.budget import Reservation
-
-        assert isinstance(res, Reservation)
+    def finish(self, res: Reservation, actual: Decimal) -> None:
         if actual < 0:
             self.budget.release(res)
         else:
@@ -109,10 +106,12 @@ def test_threads_and_tasks_never_overspend(
     budget, cap = _budget(spec)
     checker = Checker(budget, cap)
     half = len(work) // 2
-    threads = [
-        threading.Thread(target=lambda lst=lst: [checker.run_sync(op) for op in lst])
-        for lst in work[:half]
-    ]
+
+    def worker(lst: list[Op]) -> None:
+        for op in lst:
+            checker.run_sync(op)
+
+    threads = [threading.Thread(target=worker, args=(lst,)) for lst in work[:half]]
 
     async def tasks() -> None:
         await asyncio.gather(*(checker.run_async(op) for lst in work[half:] for op in lst))
@@ -142,7 +141,7 @@ def test_random_interleaving_single_thread(
     budget, cap = _budget(spec)
     checker = Checker(budget, cap)
     rng = random.Random(seed)
-    pending: list[tuple[object, Decimal]] = []
+    pending: list[tuple[Reservation, Decimal]] = []
     for op, finish_one in seq:
         got = checker.reserve(op)
         if got is not None:
@@ -216,7 +215,7 @@ def test_actual_above_reservation_is_recorded_and_logged() -> None:
 
 
 def test_alert_fires_exactly_once_per_limit() -> None:
-    seen = []
+    seen: list[BudgetAlert] = []
     budget = Budget(
         [Limit("run", D("10")), Limit("day", D("100"), prior=D("85"))],
         alert_at=D("0.8"),
