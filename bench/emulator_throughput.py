@@ -154,7 +154,8 @@ def main() -> None:
     proc = start_server(port)
     try:
         print(
-            f"emulator pid {proc.pid} on {url}; {CONCURRENCY} concurrent clients; {os.cpu_count()} CPUs"
+            f"emulator pid {proc.pid} on {url}; {CONCURRENCY} concurrent clients;"
+            f" {os.cpu_count()} CPUs"
         )
         report(
             "AsyncAnthropic x64 (SDK)",
