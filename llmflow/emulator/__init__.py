@@ -6,5 +6,14 @@ in-process behind ``httpx2.ASGITransport`` and the official SDK.
 
 from llmflow.emulator.app import create_app
 from llmflow.emulator.config import EmulatorConfig, FaultRates, FaultSpecError, parse_faults
+from llmflow.emulator.inprocess import IN_PROCESS_BASE_URL, in_process_http_client
 
-__all__ = ["EmulatorConfig", "FaultRates", "FaultSpecError", "create_app", "parse_faults"]
+__all__ = [
+    "IN_PROCESS_BASE_URL",
+    "EmulatorConfig",
+    "FaultRates",
+    "FaultSpecError",
+    "create_app",
+    "in_process_http_client",
+    "parse_faults",
+]

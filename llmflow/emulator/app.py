@@ -202,13 +202,19 @@ def _routes(state: EmulatorState) -> list[Route]:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods answer with API error bodies too."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    error_type = "not_found_error" if status == 404 else "invalid_request_error"
-    message = "Not found" if status == 404 else f"{request.method} not allowed here"
-    if status >= 500:
-        error_type, message = "api_error", "Internal server error"
-    error = ApiError(error_type, message)
-    return Response(error_bytes(error, "req_unrouted"), status, media_type=_JSON)
+    if status == 404:
+        error = ApiError("not_found_error", f"Not found: {request.method} {request.url.path}")
+    elif status >= 500:
+        error = ApiError("api_error", "Internal server error")
+    else:
+        error = ApiError("invalid_request_error", f"{request.method} is not allowed here")
+    state: EmulatorState = request.app.state.emulator
+    request_id = state.engine.ids.new("req")
+    response = Response(error_bytes(error, request_id), status, media_type=_JSON)
+    response.raw_headers.append((b"request-id", request_id.encode()))
+    return response
 
 
 def create_app(config: EmulatorConfig | None = None) -> Starlette:

@@ -353,3 +353,27 @@ async def test_snapshot_model_id_is_accepted(aclient: anthropic.AsyncAnthropic) 
         model="claude-haiku-4-5-20251001", max_tokens=3, messages=HELLO
     )
     assert message.model == "claude-haiku-4-5-20251001"
+
+
+async def test_in_process_helper() -> None:
+    from llmflow.emulator import (
+        IN_PROCESS_BASE_URL,
+        EmulatorConfig,
+        create_app,
+        in_process_http_client,
+    )
+
+    app = create_app(EmulatorConfig(seed=1))
+    client = anthropic.AsyncAnthropic(
+        api_key="k", base_url=IN_PROCESS_BASE_URL, http_client=in_process_http_client(app)
+    )
+    message = await client.messages.create(model=MODEL, max_tokens=4, messages=HELLO)
+    assert message.usage.output_tokens == 4
+    await client.close()
+
+
+async def test_unrouted_request_has_request_id(emu: Any) -> None:
+    async with emu.raw() as client:
+        response = await client.delete("/v1/messages")
+    assert response.status_code == 405
+    assert response.json()["request_id"] == response.headers["request-id"]
