@@ -1,0 +1,132 @@
+"""``llmflow plan PIPELINE --policy P``: resolve and price, send nothing.
+
+``--exact-tokens`` counts input tokens with the free count_tokens endpoint through
+``--backend`` (the real API, or the in-process emulator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import typer
+from rich.console import Console
+
+from llmflow.catalog import Catalog, load_catalog
+from llmflow.cli._app import app
+from llmflow.cli._backend import client_for
+from llmflow.cli._errors import reported_errors
+from llmflow.errors import BackendAuthError, BackendError, BackendUnreachable
+from llmflow.planner import Plan, build_plan, build_plan_async
+from llmflow.planner.render import render_plan
+from llmflow.spec.loader import PipelineFile, PolicyFile, load_pair
+
+
+class PlanFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class Backend(StrEnum):
+    anthropic = "anthropic"
+    emulator = "emulator"
+
+
+class SdkTokenCounter:
+    """A TokenCounter backed by ``AsyncAnthropic.messages.count_tokens``."""
+
+    def __init__(self, client: anthropic.AsyncAnthropic) -> None:
+        self.client = client
+
+    async def count(self, params: Mapping[str, Any]) -> int:
+        """Input tokens of ``params`` as the API counts them."""
+        try:
+            result = await self.client.messages.count_tokens(**params)
+        except anthropic.AuthenticationError as exc:
+            raise BackendAuthError(f"count_tokens: the API refused the key: {exc}") from exc
+        except anthropic.APIConnectionError as exc:
+            raise BackendUnreachable(f"count_tokens: cannot reach the API: {exc}") from exc
+        except anthropic.APIError as exc:
+            raise BackendError(f"count_tokens failed: {exc}") from exc
+        return int(result.input_tokens)
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--input")
+        values[key.strip()] = value
+    return values
+
+
+async def _exact_plan(
+    backend: Backend,
+    pipeline_file: PipelineFile,
+    policy_file: PolicyFile,
+    inputs: Mapping[str, str],
+    catalog: Catalog,
+) -> Plan:
+    client = client_for(backend.value)
+    try:
+        result = await build_plan_async(
+            pipeline_file,
+            policy_file,
+            inputs=inputs,
+            catalog=catalog,
+            token_counter=SdkTokenCounter(client),
+        )
+    finally:
+        await client.close()
+    return result.plan
+
+
+@app.command("plan")
+def plan(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
+    policy: Path = typer.Option(..., "--policy", "-p", help="Policy YAML file."),
+    input_values: list[str] = typer.Option(
+        [], "--input", "-i", help="Scalar input as KEY=VALUE (repeatable)."
+    ),
+    output_format: PlanFormat = typer.Option(PlanFormat.table, "--format", help="table or json."),
+    exact_tokens: bool = typer.Option(
+        False, "--exact-tokens", help="Count input tokens with the count_tokens endpoint."
+    ),
+    backend: Backend = typer.Option(
+        Backend.anthropic, "--backend", help="Backend for --exact-tokens: anthropic or emulator."
+    ),
+) -> None:
+    """Resolve a pipeline under a policy and price it; nothing is sent.
+
+    Exit 0 on success, 2 on invalid configuration or input. Examples:
+
+      llmflow plan pipelines/support-triage.yaml --policy policies/default.yaml
+
+      llmflow plan pipelines/support-triage.yaml -p policies/default.yaml --format json
+
+      llmflow plan pipelines/support-triage.yaml -p policies/default.yaml --exact-tokens
+      --backend emulator
+    """
+    catalog = load_catalog()
+    inputs = _parse_inputs(input_values)
+    with reported_errors():
+        pipeline_file, policy_file = load_pair(
+            pipeline,
+            policy,
+            is_known_model=lambda model: catalog.get(model) is not None,
+            inputs=inputs,
+        )
+        assert policy_file is not None  # --policy is required
+        if exact_tokens:
+            result = asyncio.run(_exact_plan(backend, pipeline_file, policy_file, inputs, catalog))
+        else:
+            result = build_plan(pipeline_file, policy_file, inputs=inputs, catalog=catalog).plan
+    if output_format is PlanFormat.json:
+        typer.echo(result.to_json(), nl=False)
+    else:
+        Console(highlight=False).print(render_plan(result))
