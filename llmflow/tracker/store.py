@@ -339,9 +339,12 @@ class RunStore:
 
     def record_success(
         self, run_id: str, response: Response, *, alerts: Iterable[BudgetAlert] = ()
-    ) -> None:
-        """Commit one billed, succeeded response (usage ledger row, state, output)."""
-        self.record_responses(run_id, [response], alerts=alerts)
+    ) -> bool:
+        """Commit one billed, succeeded response (usage ledger row, state, output).
+
+        Returns False (and records nothing) if the key had already succeeded.
+        """
+        return bool(self.record_responses(run_id, [response], alerts=alerts))
 
     def record_responses(
         self,
@@ -350,14 +353,25 @@ class RunStore:
         *,
         failed: Sequence[tuple[str, int, str, str]] = (),
         alerts: Iterable[BudgetAlert] = (),
-    ) -> None:
-        """Commit many succeeded responses and failures (step, item, key, error) at once."""
+    ) -> set[str]:
+        """Commit many succeeded responses and failures (step, item, key, error) at once.
+
+        Idempotent: a response for a key that already succeeded (a batch result
+        delivered again after a resume) is skipped, so it is never counted twice.
+        Returns the keys whose response was recorded.
+        """
         for r in responses:
             check_key(r.key)
         now = self._now()
+        recorded: set[str] = set()
         with self._tx() as c:
             for r in responses:
                 self._upsert_request(c, run_id, r.step_id, r.key, r.item_index)
+                status = c.execute(
+                    "SELECT status FROM requests WHERE run_id = ? AND key = ?", (run_id, r.key)
+                ).fetchone()[0]
+                if status == "succeeded":
+                    continue
                 self._insert_usage(c, run_id, r, now)
                 u = r.usage
                 c.execute(
@@ -370,9 +384,11 @@ class RunStore:
                      u.cache_write_5m, u.cache_write_1h, u.cache_read, u.output,
                      money(r.cost), r.stop_reason, _dump(r.output), now, run_id, r.key),
                 )  # fmt: skip
+                recorded.add(r.key)
             for step_id, item_index, key, error in failed:
                 self._fail(c, run_id, step_id, key, item_index, "failed", error, now)
             self._insert_alerts(c, run_id, alerts)
+        return recorded
 
     def record_failure(
         self,
@@ -398,9 +414,10 @@ class RunStore:
             self._fail(c, run_id, step_id, key, item_index, status, error, now)
             self._insert_alerts(c, run_id, alerts)
 
-    def record_alert(self, run_id: str, alert: BudgetAlert) -> None:
+    def record_alerts(self, run_id: str, alerts: Iterable[BudgetAlert]) -> None:
+        """Commit alerts (one per limit name per run; repeats are ignored)."""
         with self._tx() as c:
-            self._insert_alerts(c, run_id, [alert])
+            self._insert_alerts(c, run_id, alerts)
 
     def _fail(
         self,

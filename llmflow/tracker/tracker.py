@@ -260,37 +260,51 @@ class Tracker:
     def record_batch(
         self, completed: Sequence[Completed], failed: Sequence[Failed] = ()
     ) -> list[Decimal]:
-        """Settle and commit many results in one transaction; returns each cost.
+        """Commit many results in one transaction, then settle them; returns each cost.
 
-        The budget is settled before the commit: the money is spent whether or not
-        the store can write it, and the budget must know.
+        The commit comes first: if it fails, the reservations stay open and keep
+        counting against the limits (the money is spent; the budget must not forget
+        it). A result for a key that already succeeded (delivered again after a
+        resume) is not recorded or charged twice: its reservation is released, its
+        returned cost is 0, and it is logged as ``request.duplicate_result``.
         """
         responses: list[Response] = []
-        alerts: list[BudgetAlert] = []
         costs: list[Decimal] = []
         for c in completed:
             amount = cost(c.usage, c.model, batch=c.mode == "batch")
             costs.append(amount)
-            if c.reservation is not None:
-                alerts += self.budget.settle(c.reservation, amount)
-            else:
-                alerts += self.budget.charge(amount, label=f"{c.step_id}/{c.item_index}")
             responses.append(
                 Response(
                     c.step_id, c.key, c.item_index, c.model.id, c.tier, c.mode, c.usage,
                     amount, c.request_id, c.service_tier, c.stop_reason, c.output,
                 )
             )  # fmt: skip
-        for f in failed:
-            if f.reservation is not None:
-                self.budget.release(f.reservation)
-        self.store.record_responses(
+        recorded = self.store.record_responses(
             self.run_id,
             responses,
             failed=[(f.step_id, f.item_index, f.key, f.error) for f in failed],
-            alerts=alerts,
         )
+        alerts: list[BudgetAlert] = []
         for c, amount in zip(completed, costs, strict=True):
+            if c.key not in recorded:
+                if c.reservation is not None:
+                    self.budget.release(c.reservation)
+                _log.warning("request.duplicate_result", step=c.step_id, item=c.item_index)
+            elif c.reservation is not None:
+                alerts += self.budget.settle(c.reservation, amount)
+            else:
+                alerts += self.budget.charge(amount, label=f"{c.step_id}/{c.item_index}")
+        for f in failed:
+            if f.reservation is not None:
+                self.budget.release(f.reservation)
+        if alerts:
+            self.store.record_alerts(self.run_id, alerts)
+        costs = [
+            a if c.key in recorded else Decimal(0) for c, a in zip(completed, costs, strict=True)
+        ]
+        for c, amount in zip(completed, costs, strict=True):
+            if c.key not in recorded:
+                continue
             self.progress.add(
                 c.step_id, usage=c.usage, cost=amount, succeeded=1, replaces=self._replaced(c.key)
             )
@@ -323,7 +337,6 @@ class Tracker:
         Returns what the failure cost (usually 0).
         """
         amount = Decimal(0)
-        alerts: list[BudgetAlert] = []
         response = None
         if billed is not None:
             amount = cost(billed.usage, billed.model, batch=billed.mode == "batch")
@@ -331,15 +344,19 @@ class Tracker:
                 step_id, key, item_index, billed.model.id, billed.tier, billed.mode,
                 billed.usage, amount, billed.request_id, billed.service_tier, billed.stop_reason,
             )  # fmt: skip
+        self.store.record_failure(
+            self.run_id, step_id, key, item_index, error=error, billed=response
+        )
+        if billed is None:
+            if reservation is not None:
+                self.budget.release(reservation)
+        else:
             if reservation is not None:
                 alerts = self.budget.settle(reservation, amount)
             else:
                 alerts = self.budget.charge(amount, label=f"{step_id}/{item_index}")
-        elif reservation is not None:
-            self.budget.release(reservation)
-        self.store.record_failure(
-            self.run_id, step_id, key, item_index, error=error, billed=response, alerts=alerts
-        )
+            if alerts:
+                self.store.record_alerts(self.run_id, alerts)
         if billed is not None:
             self.progress.add(step_id, usage=billed.usage, cost=amount)
         self._count_failure(step_id, key, item_index, error, "failed")

@@ -215,8 +215,8 @@ def test_batch_requests_survive_resume(tmp_path: Path, make_info: MakeInfo) -> N
 def test_alerts_are_stored_once(store: RunStore, make_info: MakeInfo) -> None:
     store.start_run("r1", make_info())
     alert = BudgetAlert("run", D("5"), D("4"), D("4.1"), store._clock())
-    store.record_alert("r1", alert)
-    store.record_alert("r1", alert)
+    store.record_alerts("r1", [alert])
+    store.record_alerts("r1", [alert])
     assert store.alerts("r1") == [alert]
 
 

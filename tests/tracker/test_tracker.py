@@ -261,3 +261,40 @@ def test_dispatch_of_finished_key_releases_reservation(
     with pytest.raises(RunStoreError):
         _sync(t, haiku, 0)
     assert t.budget.reserved == 0
+
+
+def test_batch_results_delivered_twice_are_counted_once(
+    tmp_path: Path, make_info: MakeInfo, haiku: ModelInfo
+) -> None:
+    """Killed after recording results but before closing the batch: the resumed run
+    fetches the same results again and must not pay or count them twice."""
+    state = tmp_path / "state"
+    s1 = RunStore.open(state)
+    t1 = Tracker.open(s1, "r1", make_info(), limits=[LimitSpec(D("1"))])
+    reqs = [(request_key("classify", i), i, D("0.01")) for i in range(2)]
+    res = t1.reserve_batch("classify", reqs)
+    t1.batch_submitted("classify", "msgbatch_1", reqs, model=haiku.id, tier="haiku")
+    t1.record_batch(
+        [Completed("classify", reqs[0][0], 0, haiku, "haiku", "batch", USAGE, res[reqs[0][0]])]
+    )
+    s1.close()
+
+    s2 = RunStore.open(state)
+    t2 = Tracker.open(s2, "r1", make_info(), limits=[LimitSpec(D("1"))])
+    assert t2.budget.limits[0].prior == D("0.0035")
+    res2 = t2.resume_reservations()
+    assert set(res2) == {reqs[1][0]}  # only the one still owed
+    with capture_logs() as logs:
+        costs = t2.record_batch(
+            [
+                Completed("classify", k, i, haiku, "haiku", "batch", USAGE, res2.get(k))
+                for k, i, _ in reqs
+            ]
+        )
+    assert costs == [D(0), D("0.0035")]
+    assert "request.duplicate_result" in [e["event"] for e in logs]
+    assert t2.budget.spent == D("0.0035")
+    assert t2.budget.reserved == 0
+    assert s2.run_spent("r1") == D("0.007")
+    assert t2.step_progress("classify").succeeded == 2
+    s2.close()
