@@ -30,6 +30,7 @@ from llmflow.emulator.validation import parse_request
 log = structlog.get_logger("llmflow.emulator")
 
 MAX_BATCH_BYTES: Final = 256 * 1024 * 1024
+MAX_MESSAGE_BYTES: Final = 32 * 1024 * 1024
 _JSON: Final = "application/json"
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -107,7 +108,7 @@ def _routes(state: EmulatorState) -> list[Route]:
     engine, batches, clock = state.engine, state.batches, state.clock
 
     async def messages(request: Request, request_id: str) -> Response:
-        body = await _json_body(request)
+        body = await _json_body(request, MAX_MESSAGE_BYTES)
         fault = state.faults.draw()
         if fault is not None:
             raise fault
@@ -130,7 +131,7 @@ def _routes(state: EmulatorState) -> list[Route]:
         return _json(message)
 
     async def count_tokens(request: Request, request_id: str) -> Response:
-        parsed = parse_request(await _json_body(request), count_only=True)
+        parsed = parse_request(await _json_body(request, MAX_MESSAGE_BYTES), count_only=True)
         state.ratelimit.count(clock())
         return _json({"input_tokens": parsed.total_input_tokens})
 

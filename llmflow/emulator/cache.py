@@ -123,6 +123,10 @@ class PromptCache:
         write = {"5m": 0, "1h": 0}
         for b in cacheable:
             if b <= hit:
+                # Shorter cached prefixes inside the hit are read too: refresh them.
+                entry = entries.get((model, hashes[b]))
+                if entry is not None and entry.readable_from <= now < entry.expires_at:
+                    entry.expires_at = max(entry.expires_at, begins_at + ttl_seconds(entry.ttl))
                 continue
             ttl = segments[b].ttl or "5m"
             write[ttl] += cumulative[b] - start

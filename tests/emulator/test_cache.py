@@ -278,3 +278,22 @@ async def test_ledger_has_every_billed_request(emu: Any, aclient: anthropic.Asyn
     async with emu.raw() as raw:
         await raw.post("/_emulator/reset")
     assert (await emu.ledger())["requests"] == []
+
+
+async def test_two_breakpoints_partial_hit(aclient: anthropic.AsyncAnthropic) -> None:
+    def turn(question: str) -> list[Any]:
+        block = {"type": "text", "text": question, "cache_control": {"type": "ephemeral"}}
+        return [{"role": "user", "content": [block]}]
+
+    system = cached_system(1500)
+    first = await aclient.messages.create(
+        model=SONNET45, max_tokens=5, system=system, messages=turn(words(100, "ask"))
+    )
+    # system (1501) + the message block (100 + block + message framing)
+    assert first.usage.cache_creation_input_tokens == 1501 + 100 + BLOCK_OVERHEAD + 3
+    second = await aclient.messages.create(
+        model=SONNET45, max_tokens=5, system=system, messages=turn(words(50, "new"))
+    )
+    assert second.usage.cache_read_input_tokens == 1501
+    assert second.usage.cache_creation_input_tokens == 50 + BLOCK_OVERHEAD + 3
+    assert second.usage.input_tokens == 3  # request framing, never cached
