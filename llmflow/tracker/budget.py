@@ -202,28 +202,23 @@ class Budget:
         total = sum(amounts, ZERO)
         with self._lock:
             over = None if force else self._violated(total)
-            if over is not None:
-                exc = BudgetExceeded(
-                    _tidy(over.amount),
-                    _tidy(over.prior + self._spent),
-                    _tidy(self._reserved),
-                    _tidy(total),
-                )
-                _log.info(
-                    "budget.refused",
-                    limit_name=over.name,
-                    limit=format_usd(over.amount),
-                    spent=format_usd(exc.spent),
-                    reserved=format_usd(exc.reserved),
-                    needed=format_usd(total),
-                    label=label,
-                )
-                raise exc
-            made = [Reservation(next(self._ids), a, label) for a in amounts]
-            for r in made:
-                self._open[r.id] = r
-            self._reserved += total
-        return made
+            if over is None:
+                made = [Reservation(next(self._ids), a, label) for a in amounts]
+                for r in made:
+                    self._open[r.id] = r
+                self._reserved += total
+                return made
+            spent, reserved = over.prior + self._spent, self._reserved
+        _log.info(
+            "budget.refused",
+            limit_name=over.name,
+            limit=format_usd(over.amount),
+            spent=format_usd(spent),
+            reserved=format_usd(reserved),
+            needed=format_usd(total),
+            label=label,
+        )
+        raise BudgetExceeded(_tidy(over.amount), _tidy(spent), _tidy(reserved), _tidy(total))
 
     def settle(self, reservation: Reservation, actual: Decimal) -> list[BudgetAlert]:
         """Move a reservation to spent at its ``actual`` cost; returns alerts it fired.
