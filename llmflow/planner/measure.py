@@ -121,7 +121,6 @@ class StepProfile:
     prefix: tuple[PrefixSegment, ...]
     rest: Size
     samples: list[dict[str, Any]] = field(default_factory=list)
-    sample_rest: Size = ZERO_SIZE
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -341,7 +340,6 @@ def profile_step(
         profile.rest = one.scaled(count)
         if keep_samples and count:
             profile.samples = [_sample_params(source, ctx, item_value_of(item))]
-            profile.sample_rest = one
     return profile
 
 
@@ -431,7 +429,6 @@ def _profile_dataset(
                     sample_expected += min(estimate, bytes_)
                     if keep_samples and len(profile.samples) < EXACT_SAMPLES:
                         profile.samples.append(_sample_params(source, ctx, item))
-                        profile.sample_rest += static_rest + Size(bytes_, estimate)
             except KeyError as exc:
                 raise DatasetError(
                     f"{path}: item {index + 1}: step '{step_id}' reads item.{exc.args[0]},"

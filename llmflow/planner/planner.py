@@ -45,7 +45,7 @@ from llmflow.planner.plan import (
     TotalPlan,
 )
 from llmflow.planner.requests import CacheMarks, RequestTemplate, inputs_namespace
-from llmflow.planner.tokens import TokenCounter
+from llmflow.planner.tokens import TokenCounter, params_size
 from llmflow.spec.dag import build_graph, waves
 from llmflow.spec.loader import PipelineFile, PolicyFile
 from llmflow.spec.pipeline import DatasetInput, Pipeline
@@ -224,9 +224,13 @@ def _expected_sizes(rs: ResolvedStep, exact: ExactCounts | None) -> _Expected:
         cumulative = [c * exact_prefix // running for c in cumulative]
         cumulative[-1] = exact_prefix
     prefix_now = cumulative[-1] if cumulative else 0
-    sample_rest = max(0, sum(exact.samples) - prefix_now * len(exact.samples))
-    if profile.sample_rest.expected:
-        rest = rest * sample_rest // profile.sample_rest.expected
+    prefix_est = profile.prefix_size.expected
+    counted = len(exact.samples)
+    sample_rest = max(0, sum(exact.samples) - prefix_now * counted)
+    sample_est = sum(params_size(p).expected for p in profile.samples[:counted])
+    sample_est = max(0, sample_est - prefix_est * counted)
+    if sample_est:
+        rest = rest * sample_rest // sample_est
     rest = min(rest, profile.rest.bound)
     note = (
         f"exact tokens: count_tokens on {len(exact.samples)} of {profile.requests} request(s)"
