@@ -289,7 +289,10 @@ def profile_step(
 ) -> StepProfile:
     """Size every request of one step (streaming its dataset, if any)."""
     step = source.step
-    ctx = _Contexts(inputs, {k: v for k, v in upstream.items()})
+    read: set[str] = set()
+    for text in [step.prompt, *(b.text for b in step.system_blocks)]:
+        read |= references(text).steps
+    ctx = _Contexts(inputs, {k: upstream[k] for k in sorted(read) if k in upstream})
     blocks = step.system_blocks
     prefix: list[PrefixSegment] = []
     if step.output_schema is not None:

@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final, Protocol
 
 #: Upper-bound framing, in tokens (a true bound, used for ``max`` and reservations).
@@ -75,8 +76,9 @@ def text_size(text: str) -> Size:
     return Size(utf8_len(text), estimate_text(text))
 
 
+@lru_cache(maxsize=512)
 def block_size(text: str) -> Size:
-    """A system or content text block: its text plus block framing."""
+    """A system or content text block: its text plus block framing (memoised)."""
     return text_size(text) + Size(BLOCK_FRAMING, EST_BLOCK_FRAMING)
 
 
