@@ -17,6 +17,8 @@ from jinja2 import StrictUndefined, Template, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 NAMESPACES = ("inputs", "steps", "item")
+#: Names Jinja itself defines inside templates (loops, macros) besides its globals.
+_JINJA_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ def references(source: str) -> TemplateReferences:
     steps: set[str] = set()
     uses_item = False
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    assigned |= _JINJA_NAMES | set(environment().globals)
     unknown: set[str] = set()
     for node in tree.find_all(nodes.Name):
         if node.ctx != "load" or node.name in assigned:

@@ -168,3 +168,14 @@ def test_valid_pipeline_loads_with_both_policies_meant_for_it() -> None:
         "deep",
     ]
     assert pipeline_file.input_path("tickets").name == "tickets.jsonl"
+
+
+def test_jinja_builtins_are_not_unknown_names() -> None:
+    from llmflow.spec.templates import references
+
+    refs = references(
+        "{% for x in steps.a.outputs %}{{ loop.index }}. {{ x }} {{ range(2) | list }}"
+        "{% set ns = namespace(n=0) %}{% endfor %}{{ dict(a=1) }} {{ lipsum(1) }} {{ bogus }}"
+    )
+    assert refs.steps == {"a"}
+    assert refs.unknown_names == {"bogus"}
