@@ -84,6 +84,13 @@ class BudgetPolicy(_Spec):
     per_month_usd: Decimal | None = Field(default=None, gt=0)
     alert_at: Decimal = Field(default=Decimal("0.8"), gt=0, le=1)
     on_exceed: Literal["stop", "downgrade"] = "stop"
+    scope_tag: str | None = Field(
+        default=None,
+        description=(
+            "Period budgets count every run whose policy carries the same value of this tag"
+            " (e.g. team); unset: every run of the same pipeline."
+        ),
+    )
 
 
 class Limits(_Spec):
