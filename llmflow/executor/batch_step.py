@@ -1,0 +1,266 @@
+"""Running a batch step through the Message Batches API (0.5× on every category).
+
+Requests are chunked within the API's limits (100,000 requests, 256 MB); a chunk
+reserves the upper bound of all its requests before it is submitted, and its batch id
+is committed to the run store before the first poll, so a resumed run polls it instead
+of paying for it twice. Results are recorded page by page; errored-but-retryable and
+expired requests are resubmitted up to ``limits.batch_attempts`` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, cast
+
+import structlog
+from anthropic.types.messages import MessageBatch
+
+from llmflow.errors import BudgetExceeded
+from llmflow.executor.chunking import chunk_requests
+from llmflow.executor.context import RunContext, StepRoute
+from llmflow.executor.responses import output_of, ttl_of, usage_of
+from llmflow.planner import request_max_cost
+from llmflow.tracker import Completed, Failed, Reservation
+
+_log = structlog.get_logger("llmflow.executor")
+
+#: Errored result types worth another submission.
+RETRYABLE_ERRORS = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
+_PAGE = 500
+
+
+@dataclass
+class _Pending:
+    """A submitted request awaiting its result."""
+
+    index: int
+    params: dict[str, Any] | None  # kept only while it may be resubmitted
+    reservation: Reservation | None
+
+
+@dataclass
+class _Outcome:
+    """What one batch left to do: requests to submit again."""
+
+    retry: list[tuple[str, int, dict[str, Any]]]
+
+
+class BatchStep:
+    """Sends one step's requests as Message Batches and records their results."""
+
+    def __init__(self, ctx: RunContext, route: StepRoute) -> None:
+        self.ctx = ctx
+        self.route = route
+        self._texts: dict[str, str] = {}
+
+    async def resume(self, batches: Iterable[tuple[str, dict[str, tuple[int, Decimal]]]]) -> None:
+        """Poll batches submitted by an earlier session (never resubmit them)."""
+        reservations = self.ctx.tracker.resume_reservations()
+        # Results that need another submission are recorded as failed here; the step's
+        # own run() then renders and submits them again like any unfinished item.
+        await asyncio.gather(
+            *(
+                self._collect(
+                    batch_id,
+                    {
+                        key: _Pending(index, None, reservations.get(key))
+                        for key, (index, _) in pending.items()
+                    },
+                )
+                for batch_id, pending in batches
+            )
+        )
+
+    async def run(self, items: Iterable[tuple[int, str, Any]]) -> None:
+        """Submit every ``(item_index, key, item)`` and record all results."""
+        attempt = 1
+        work: Iterable[tuple[str, int, dict[str, Any]]] = self._render(items)
+        while True:
+            submitted = await self._submit_all(work)
+            outcomes = await asyncio.gather(*(self._collect(bid, p) for bid, p in submitted))
+            retry = [r for outcome in outcomes for r in outcome.retry]
+            if not retry or self.ctx.stopping:
+                for key, index, _ in retry:
+                    self.ctx.tracker.record_failure(
+                        self.route.step_id, key, index, error="batch result not retried",
+                        reservation=None,
+                    )  # fmt: skip
+                return
+            attempt += 1
+            if attempt > self.ctx.policy.limits.batch_attempts:
+                for key, index, _ in retry:
+                    self.ctx.tracker.record_failure(
+                        self.route.step_id, key, index,
+                        error=f"no result after {attempt - 1} batch submissions", reservation=None,
+                    )  # fmt: skip
+                return
+            _log.info("batch.resubmit", step=self.route.step_id, requests=len(retry))
+            work = retry
+
+    def _render(
+        self, items: Iterable[tuple[int, str, Any]]
+    ) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        for index, key, item in items:
+            if self.ctx.stopping:
+                return
+            yield key, index, self._shared(self.route.params(self.ctx.context_for(item)))
+
+    def _shared(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Reuse one string object for identical system texts (bounded memory in big chunks)."""
+        for block in params.get("system") or ():
+            block["text"] = self._texts.setdefault(block["text"], block["text"])
+        return params
+
+    async def _submit_all(
+        self, work: Iterable[tuple[str, int, dict[str, Any]]]
+    ) -> list[tuple[str, dict[str, _Pending]]]:
+        index_of: dict[str, int] = {}
+
+        def pairs() -> Iterator[tuple[str, dict[str, Any]]]:
+            for key, index, params in work:
+                index_of[key] = index
+                yield key, params
+
+        submitted: list[tuple[str, dict[str, _Pending]]] = []
+        for chunk in chunk_requests(pairs()):
+            entries = [(key, index_of.pop(key), params) for key, params in chunk]
+            while entries and not self.ctx.stopping:
+                done = await self._submit_chunk(entries)
+                if done is None:
+                    break
+                submitted.append(done[0])
+                entries = done[1]
+            if self.ctx.stopping:
+                break
+        return submitted
+
+    async def _submit_chunk(
+        self, entries: list[tuple[str, int, dict[str, Any]]]
+    ) -> tuple[tuple[str, dict[str, _Pending]], list[tuple[str, int, dict[str, Any]]]] | None:
+        """Reserve and submit as much of ``entries`` as the budget allows.
+
+        Returns the submitted batch and the entries left over, or None when nothing fits.
+        """
+        ctx, route, tracker = self.ctx, self.route, self.ctx.tracker
+        while True:
+            priced = [
+                (key, index, request_max_cost(params, route.model, batch=True))
+                for key, index, params in entries
+            ]
+            fitting = _fitting(priced, tracker.budget.headroom())
+            if fitting == len(priced):
+                break
+            if ctx.on_budget_exceeded(route):
+                entries = [(k, i, self._repriced(p)) for k, i, p in entries]
+                continue
+            if fitting == 0:
+                return None
+            _log.warning(
+                "batch.partial_for_budget", step=route.step_id, fits=fitting, of=len(priced)
+            )
+            break
+        head, rest = entries[:fitting], entries[fitting:]
+        reserved = priced[:fitting]
+        try:
+            reservations = tracker.reserve_batch(route.step_id, reserved)
+        except BudgetExceeded:
+            if not rest:
+                ctx.stop("budget")
+            return None
+        try:
+            batch: MessageBatch = await ctx.client.messages.batches.create(
+                requests=cast(Any, [{"custom_id": k, "params": p} for k, _, p in head])
+            )
+        except BaseException:
+            tracker.release(reservations.values())
+            raise
+        tracker.batch_submitted(
+            route.step_id, batch.id, reserved, model=route.model.id, tier=route.tier
+        )
+        pending = {key: _Pending(index, params, reservations[key]) for key, index, params in head}
+        if rest and ctx.stopping is False and fitting < len(priced):
+            ctx.stop("budget")
+        return (batch.id, pending), rest
+
+    def _repriced(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, "model": self.route.model.id}
+
+    async def _collect(self, batch_id: str, pending: dict[str, _Pending]) -> _Outcome:
+        """Poll until the batch ends, then record every result."""
+        batch = await self._wait(batch_id)
+        ctx, route = self.ctx, self.route
+        retry: list[tuple[str, int, dict[str, Any]]] = []
+        completed: list[Completed] = []
+        failed: list[Failed] = []
+        seen: set[str] = set()
+        results = await ctx.client.messages.batches.results(batch_id)
+        async for entry in results:
+            key = entry.custom_id
+            waiting = pending.get(key)
+            if waiting is None or key in seen:
+                continue
+            seen.add(key)
+            result = entry.result
+            if result.type == "succeeded":
+                message = result.message
+                params = waiting.params or {}
+                extracted = output_of(message, structured=route.structured)
+                done = Completed(
+                    route.step_id, key, waiting.index, route.model, route.tier, "batch",
+                    usage_of(message.usage, default_ttl=ttl_of(params)), waiting.reservation,
+                    message.id, extracted.output, message.stop_reason,
+                    message.usage.service_tier,
+                )  # fmt: skip
+                if extracted.error is None:
+                    completed.append(done)
+                else:
+                    ctx.tracker.record_failure(
+                        route.step_id, key, waiting.index, error=extracted.error,
+                        reservation=waiting.reservation, billed=done,
+                    )  # fmt: skip
+            else:
+                error_type: str = result.type
+                if result.type == "errored":
+                    error_type = result.error.error.type
+                error = f"batch result {result.type}: {error_type}"
+                failed.append(Failed(route.step_id, key, waiting.index, error, waiting.reservation))
+                again = result.type == "expired" or error_type in RETRYABLE_ERRORS
+                if again and waiting.params is not None:
+                    retry.append((key, waiting.index, waiting.params))
+            ctx.observer.request_done(route.step_id)
+            if len(completed) + len(failed) >= _PAGE:
+                ctx.tracker.record_batch(completed, failed)
+                completed, failed = [], []
+        ctx.tracker.record_batch(completed, failed)
+        reservations = {k: p.reservation for k, p in pending.items() if p.reservation is not None}
+        ctx.tracker.batch_ended(batch_id, reservations, status=batch.processing_status)
+        return _Outcome(retry)
+
+    async def _wait(self, batch_id: str) -> MessageBatch:
+        limits = self.ctx.policy.limits
+        delay = limits.batch_poll_seconds
+        while True:
+            batch = await self.ctx.client.messages.batches.retrieve(batch_id)
+            if batch.processing_status == "ended":
+                return batch
+            _log.info(
+                "batch.polled", batch_id=batch_id, status=batch.processing_status,
+                processing=batch.request_counts.processing, next_poll=delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, limits.batch_poll_max_seconds)
+
+
+def _fitting(priced: list[tuple[str, int, Decimal]], headroom: Decimal | None) -> int:
+    """How many leading requests fit the headroom (all when there is no limit)."""
+    if headroom is None:
+        return len(priced)
+    total = Decimal(0)
+    for count, (_, _, upper) in enumerate(priced):
+        total += upper
+        if total > headroom:
+            return count
+    return len(priced)

@@ -1,0 +1,124 @@
+"""What every step of a run shares: the client, the tracker, routes, outputs, the stop flag."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import anthropic
+import structlog
+
+from llmflow.catalog import Catalog, ModelInfo
+from llmflow.executor.retry import Backoff
+from llmflow.planner import RequestTemplate, steps_namespace, tier_model
+from llmflow.spec.loader import PipelineFile
+from llmflow.spec.policy import Policy
+from llmflow.tracker import Tracker
+
+Mode = Literal["sync", "batch"]
+StopReason = Literal["budget", "backend", "interrupted"]
+
+_log = structlog.get_logger("llmflow.executor")
+
+
+class Observer(Protocol):
+    """Receives progress as the run goes (the CLI's display implements it)."""
+
+    def step_started(self, step_id: str, total: int) -> None: ...
+    def request_done(self, step_id: str) -> None: ...
+    def step_finished(self, step_id: str) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything."""
+
+    def step_started(self, step_id: str, total: int) -> None:
+        return None
+
+    def request_done(self, step_id: str) -> None:
+        return None
+
+    def step_finished(self, step_id: str) -> None:
+        return None
+
+
+@dataclass
+class StepRoute:
+    """Where a step's requests go now; ``downgrade`` moves it to the cheaper tier."""
+
+    step_id: str
+    tier: str
+    model: ModelInfo
+    mode: Mode
+    template: RequestTemplate
+    downgrade_to: str | None
+    structured: bool
+    stream: bool
+    abort_after_tokens: int | None
+    downgraded: bool = False
+
+    def downgrade(self, policy: Policy, catalog: Catalog) -> bool:
+        """Switch to the route's ``downgrade_to`` tier once; False when not allowed."""
+        if self.downgraded or self.downgrade_to is None:
+            return False
+        model = tier_model(policy, self.downgrade_to, catalog)
+        _log.warning(
+            "budget.downgrade", step=self.step_id, from_tier=self.tier, to_tier=self.downgrade_to
+        )
+        self.tier, self.model, self.downgraded = self.downgrade_to, model, True
+        self.template = dataclasses.replace(self.template, model=model.id)
+        return True
+
+    def params(self, context: dict[str, Any]) -> dict[str, Any]:
+        """The request body for one item."""
+        return self.template.params(context)
+
+
+@dataclass
+class RunContext:
+    """Shared by the steps of one run (one asyncio loop)."""
+
+    client: anthropic.AsyncAnthropic
+    tracker: Tracker
+    pipeline_file: PipelineFile
+    policy: Policy
+    catalog: Catalog
+    inputs: dict[str, Any]
+    observer: Observer = field(default_factory=NullObserver)
+    backoff: Backoff = field(default_factory=Backoff)
+    outputs: dict[str, list[Any]] = field(default_factory=dict)
+    stop_reason: StopReason | None = None
+    backend_error: BaseException | None = None
+    _steps_namespace: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """True once no new request may be dispatched."""
+        return self.stop_reason is not None
+
+    def stop(self, reason: StopReason) -> None:
+        """Dispatch nothing more; in-flight work settles and is recorded."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            _log.warning("run.stopping", run_id=self.tracker.run_id, reason=reason)
+
+    def on_budget_exceeded(self, route: StepRoute) -> bool:
+        """``on_exceed`` of the policy: True when the step was downgraded (try again)."""
+        if self.policy.budget.on_exceed == "downgrade" and route.downgrade(
+            self.policy, self.catalog
+        ):
+            return True
+        self.stop("budget")
+        return False
+
+    def set_outputs(self, step_id: str, values: list[Any]) -> None:
+        """Make a finished step's outputs (in item order) visible to later steps."""
+        self.outputs[step_id] = values
+        self._steps_namespace = None
+
+    def context_for(self, item: Any) -> dict[str, Any]:
+        """The template context of one request."""
+        if self._steps_namespace is None:
+            self._steps_namespace = steps_namespace(self.outputs)
+        return {"inputs": self.inputs, "steps": self._steps_namespace, "item": item}

@@ -1,0 +1,240 @@
+"""Executing a plan: wave by wave, each step sync or batch, tracked and within budget.
+
+:func:`execute` is what ``llmflow run`` calls. Steps of a wave run together; a step
+whose upstream did not fully succeed is skipped (resumable: a later run with the same
+run id sends only what is missing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import structlog
+
+from llmflow.catalog import Catalog
+from llmflow.errors import LlmflowError
+from llmflow.executor.batch_step import BatchStep
+from llmflow.executor.context import Observer, RunContext, StepRoute
+from llmflow.executor.items import step_item_count, step_items
+from llmflow.executor.retry import Backoff
+from llmflow.executor.sync_step import SyncStep
+from llmflow.planner import PlanResult, inputs_namespace, tier_model
+from llmflow.spec.dag import step_dependencies
+from llmflow.spec.loader import PipelineFile, PolicyFile
+from llmflow.spec.routing import resolve_route
+from llmflow.tracker import LimitSpec, RunInfo, RunStore, RunSummary, Tracker, request_key
+from llmflow.tracker import StepPlan as TrackedStep
+from llmflow.tracker.records import FinalStatus
+
+_log = structlog.get_logger("llmflow.executor")
+
+EXIT_CODES: dict[FinalStatus, int] = {
+    "succeeded": 0,
+    "partial": 1,
+    "budget_stopped": 3,
+    "failed": 4,
+    "interrupted": 130,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How a run ended, for the CLI (exit code) and for tests."""
+
+    run_id: str
+    status: FinalStatus
+    exit_code: int
+    summary: RunSummary
+    summary_path: Path
+    error: LlmflowError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """Everything ``execute`` needs; built by the CLI (or a test)."""
+
+    pipeline_file: PipelineFile
+    policy_file: PolicyFile
+    plan: PlanResult
+    catalog: Catalog
+    client: anthropic.AsyncAnthropic
+    store: RunStore
+    run_id: str
+    inputs: Mapping[str, str]
+    budget_usd: Decimal | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+def limits_of(request: RunRequest) -> list[LimitSpec]:
+    """The policy's budgets (``--budget`` replaces the per-run one)."""
+    budget = request.policy_file.policy.budget
+    tags = request.policy_file.policy.tags
+    tag = None
+    if budget.scope_tag is not None and budget.scope_tag in tags:
+        tag = (budget.scope_tag, tags[budget.scope_tag])
+    limits: list[LimitSpec] = []
+    per_run = request.budget_usd if request.budget_usd is not None else budget.per_run_usd
+    if per_run is not None:
+        limits.append(LimitSpec(per_run))
+    if budget.per_day_usd is not None:
+        limits.append(LimitSpec(budget.per_day_usd, "day", tag))
+    if budget.per_month_usd is not None:
+        limits.append(LimitSpec(budget.per_month_usd, "month", tag))
+    return limits
+
+
+def run_info(request: RunRequest) -> RunInfo:
+    """What the run store keeps about the run and its plan."""
+    plan = request.plan.plan
+    per_run = request.budget_usd or request.policy_file.policy.budget.per_run_usd
+    return RunInfo(
+        pipeline=plan.pipeline,
+        policy=plan.policy,
+        pipeline_path=str(request.pipeline_file.path),
+        policy_path=str(request.policy_file.path),
+        plan_hash=hashlib.sha256(plan.to_json().encode()).hexdigest()[:16],
+        tags=dict(request.policy_file.policy.tags),
+        budget_limit=per_run,
+        plan_cost_expected=Decimal(plan.total.cost_expected),
+        plan_cost_max=Decimal(plan.total.cost_max),
+        plan_cost_baseline=Decimal(plan.total.cost_baseline),
+        steps=tuple(
+            TrackedStep(
+                s.id,
+                s.requests,
+                model=s.model,
+                tier=s.tier,
+                mode=s.mode,
+                plan_cost_expected=Decimal(s.cost.expected),
+                plan_cost_max=Decimal(s.cost.max),
+            )
+            for s in plan.steps
+        ),
+    )
+
+
+def _routes(request: RunRequest) -> dict[str, StepRoute]:
+    policy = request.policy_file.policy
+    routes: dict[str, StepRoute] = {}
+    for step_id, step in request.pipeline_file.pipeline.steps.items():
+        decision = resolve_route(policy, step)
+        routes[step_id] = StepRoute(
+            step_id=step_id,
+            tier=decision.tier,
+            model=tier_model(policy, decision.tier, request.catalog),
+            mode=decision.mode,
+            template=request.plan.templates[step_id],
+            downgrade_to=decision.downgrade_to,
+            structured=step.output_schema is not None,
+            stream=step.stream,
+            abort_after_tokens=step.abort_after_tokens,
+        )
+    return routes
+
+
+async def execute(request: RunRequest, observer: Observer | None = None) -> RunOutcome:
+    """Run (or resume) the plan; never spends past the budget."""
+    policy = request.policy_file.policy
+    baseline = tier_model(policy, policy.baseline_tier, request.catalog)
+    tracker = Tracker.open(
+        request.store, request.run_id, run_info(request),
+        limits=limits_of(request), alert_at=policy.budget.alert_at, baseline=baseline,
+    )  # fmt: skip
+    ctx = RunContext(
+        client=request.client,
+        tracker=tracker,
+        pipeline_file=request.pipeline_file,
+        policy=policy,
+        catalog=request.catalog,
+        inputs=inputs_namespace(request.pipeline_file, request.inputs),
+        backoff=request.backoff,
+    )
+    if observer is not None:
+        ctx.observer = observer
+    routes = _routes(request)
+    slots = asyncio.Semaphore(policy.limits.max_concurrency)
+    incomplete: set[str] = set()
+    error: LlmflowError | None = None
+    try:
+        for wave in request.plan.plan.waves:
+            await asyncio.gather(
+                *(_run_step(ctx, routes[s], slots, incomplete, request.store) for s in wave)
+            )
+            if ctx.stopping:
+                break
+    except asyncio.CancelledError:
+        ctx.stop("interrupted")
+    except LlmflowError as exc:
+        error = exc
+        ctx.stop("backend")
+    if ctx.backend_error is not None and isinstance(ctx.backend_error, LlmflowError):
+        error = ctx.backend_error
+    status = _status(ctx, incomplete)
+    summary, path = tracker.finish(status)
+    return RunOutcome(request.run_id, status, EXIT_CODES[status], summary, path, error)
+
+
+def _status(ctx: RunContext, incomplete: set[str]) -> FinalStatus:
+    if ctx.stop_reason == "interrupted":
+        return "interrupted"
+    if ctx.stop_reason == "backend":
+        return "failed"
+    if ctx.stop_reason == "budget":
+        return "budget_stopped"
+    return "partial" if incomplete else "succeeded"
+
+
+async def _run_step(
+    ctx: RunContext,
+    route: StepRoute,
+    slots: asyncio.Semaphore,
+    incomplete: set[str],
+    store: RunStore,
+) -> None:
+    step_id = route.step_id
+    run_id = ctx.tracker.run_id
+    pipeline_file = ctx.pipeline_file
+    blocked = sorted(step_dependencies(pipeline_file.pipeline, step_id) & incomplete)
+    total = step_item_count(pipeline_file, step_id, ctx.outputs) if not blocked else 0
+    ctx.tracker.set_step_total(step_id, total)
+    ctx.observer.step_started(step_id, total)
+    if blocked:
+        incomplete.add(step_id)
+        _log.warning("step.skipped", step=step_id, because=", ".join(blocked))
+        ctx.observer.step_finished(step_id)
+        return
+    if route.mode == "batch":
+        open_batches = [b for b in store.open_batches(run_id) if b.step_id == step_id]
+        if open_batches:
+            await BatchStep(ctx, route).resume(
+                (b.batch_id, store.batch_in_flight(run_id, b.batch_id)) for b in open_batches
+            )
+    finished = store.finished_keys(run_id, step_id)
+    items = _pending_items(ctx, step_id, finished)
+    if not ctx.stopping:
+        if route.mode == "batch":
+            await BatchStep(ctx, route).run(items)
+        else:
+            await SyncStep(ctx, route, slots=slots).run(items)
+    records = store.step_output_records(run_id, step_id)
+    if len(records) == total:
+        ctx.set_outputs(step_id, [r.output for r in records])
+    else:
+        incomplete.add(step_id)
+    ctx.observer.step_finished(step_id)
+
+
+def _pending_items(
+    ctx: RunContext, step_id: str, finished: set[str]
+) -> Iterator[tuple[int, str, Any]]:
+    for index, item in step_items(ctx.pipeline_file, step_id, ctx.outputs):
+        key = request_key(step_id, index)
+        if key not in finished:
+            yield index, key, item
