@@ -20,7 +20,7 @@ def emulator_transport(config: EmulatorConfig | None = None) -> httpx2.ASGITrans
 
 
 def client_for(
-    backend: BackendName, *, emulator: EmulatorConfig | None = None
+    backend: BackendName | str, *, emulator: EmulatorConfig | None = None
 ) -> anthropic.AsyncAnthropic:
     """The AsyncAnthropic client of ``--backend``; the emulator one runs in this process."""
     if backend == "emulator":

@@ -20,6 +20,7 @@ from llmflow.catalog import Catalog, load_catalog
 from llmflow.cli._app import app
 from llmflow.cli._backend import client_for
 from llmflow.cli._errors import reported_errors
+from llmflow.cli._inputs import Backend, parse_inputs, wide_console_width
 from llmflow.errors import BackendAuthError, BackendError, BackendUnreachable
 from llmflow.planner import Plan, build_plan, build_plan_async
 from llmflow.planner.render import render_plan
@@ -29,11 +30,6 @@ from llmflow.spec.loader import PipelineFile, PolicyFile, load_pair
 class PlanFormat(StrEnum):
     table = "table"
     json = "json"
-
-
-class Backend(StrEnum):
-    anthropic = "anthropic"
-    emulator = "emulator"
 
 
 class SdkTokenCounter:
@@ -53,16 +49,6 @@ class SdkTokenCounter:
         except anthropic.APIError as exc:
             raise BackendError(f"count_tokens failed: {exc}") from exc
         return int(result.input_tokens)
-
-
-def _parse_inputs(pairs: list[str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--input")
-        values[key.strip()] = value
-    return values
 
 
 async def _exact_plan(
@@ -113,12 +99,13 @@ def plan(
       --backend emulator
     """
     catalog = load_catalog()
-    inputs = _parse_inputs(input_values)
+    inputs = parse_inputs(input_values)
     with reported_errors():
         pipeline_file, policy_file = load_pair(
             pipeline,
             policy,
             is_known_model=lambda model: catalog.get(model) is not None,
+            model_ids=catalog.ids(),
             inputs=inputs,
         )
         assert policy_file is not None  # --policy is required
@@ -129,4 +116,6 @@ def plan(
     if output_format is PlanFormat.json:
         typer.echo(result.to_json(), nl=False)
     else:
-        Console(highlight=False).print(render_plan(result))
+        console = Console(highlight=False)
+        console = Console(highlight=False, width=wide_console_width(console.is_terminal))
+        console.print(render_plan(result))

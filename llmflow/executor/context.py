@@ -25,6 +25,7 @@ _log = structlog.get_logger("llmflow.executor")
 class Observer(Protocol):
     """Receives progress as the run goes (the CLI's display implements it)."""
 
+    def run_started(self, tracker: Tracker) -> None: ...
     def step_started(self, step_id: str, total: int) -> None: ...
     def request_done(self, step_id: str) -> None: ...
     def step_finished(self, step_id: str) -> None: ...
@@ -32,6 +33,9 @@ class Observer(Protocol):
 
 class NullObserver:
     """An observer that ignores everything."""
+
+    def run_started(self, tracker: Tracker) -> None:
+        return None
 
     def step_started(self, step_id: str, total: int) -> None:
         return None

@@ -139,8 +139,16 @@ def _routes(request: RunRequest) -> dict[str, StepRoute]:
     return routes
 
 
-async def execute(request: RunRequest, observer: Observer | None = None) -> RunOutcome:
-    """Run (or resume) the plan; never spends past the budget."""
+async def execute(
+    request: RunRequest,
+    observer: Observer | None = None,
+    interrupt: asyncio.Event | None = None,
+) -> RunOutcome:
+    """Run (or resume) the plan; never spends past the budget.
+
+    Setting ``interrupt`` stops dispatching; in-flight requests settle and are recorded,
+    and the run ends ``interrupted`` (resumable).
+    """
     policy = request.policy_file.policy
     baseline = tier_model(policy, policy.baseline_tier, request.catalog)
     tracker = Tracker.open(
@@ -158,6 +166,8 @@ async def execute(request: RunRequest, observer: Observer | None = None) -> RunO
     )
     if observer is not None:
         ctx.observer = observer
+    ctx.observer.run_started(tracker)
+    watcher = asyncio.create_task(_watch(interrupt, ctx)) if interrupt is not None else None
     routes = _routes(request)
     slots = asyncio.Semaphore(policy.limits.max_concurrency)
     incomplete: set[str] = set()
@@ -174,11 +184,19 @@ async def execute(request: RunRequest, observer: Observer | None = None) -> RunO
     except LlmflowError as exc:
         error = exc
         ctx.stop("backend")
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     if ctx.backend_error is not None and isinstance(ctx.backend_error, LlmflowError):
         error = ctx.backend_error
     status = _status(ctx, incomplete)
     summary, path = tracker.finish(status)
     return RunOutcome(request.run_id, status, EXIT_CODES[status], summary, path, error)
+
+
+async def _watch(interrupt: asyncio.Event, ctx: RunContext) -> None:
+    await interrupt.wait()
+    ctx.stop("interrupted")
 
 
 def _status(ctx: RunContext, incomplete: set[str]) -> FinalStatus:

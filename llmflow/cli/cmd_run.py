@@ -1,0 +1,156 @@
+"""``llmflow run``: execute a pipeline under a policy, tracked, within budget, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import signal
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from llmflow.catalog import format_usd, load_catalog
+from llmflow.cli._app import app
+from llmflow.cli._backend import client_for
+from llmflow.cli._errors import reported_errors, stderr
+from llmflow.cli._inputs import Backend, parse_inputs
+from llmflow.cli._logging import LogFormat, configure_logging
+from llmflow.cli._progress import ProgressDisplay
+from llmflow.emulator.config import EmulatorConfig, parse_faults
+from llmflow.errors import ConfigError, Diagnostic, LlmflowError
+from llmflow.executor.run import RunOutcome, RunRequest, execute
+from llmflow.planner import build_plan_async
+from llmflow.spec.loader import load_pair
+from llmflow.tracker import RunStore, new_run_id
+
+
+@app.command("run")
+def run(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
+    policy: Path = typer.Option(..., "--policy", "-p", help="Policy YAML file."),
+    backend: Backend = typer.Option(
+        Backend.anthropic,
+        "--backend",
+        help="anthropic (ANTHROPIC_API_KEY) or emulator (in-process).",
+    ),
+    budget: str | None = typer.Option(
+        None, "--budget", help="Per-run budget in USD (overrides the policy)."
+    ),
+    run_id: str | None = typer.Option(None, "--run-id", help="Run id; an existing one resumes."),
+    state_dir: Path = typer.Option(Path(".llmflow"), "--state-dir", help="Run store directory."),
+    log_format: LogFormat = typer.Option(
+        LogFormat.console, "--log-format", help="console or json."
+    ),
+    inputs: list[str] = typer.Option(
+        [], "--input", "-i", help="Scalar input KEY=VALUE (repeatable)."
+    ),
+    emulator_latency_ms: float = typer.Option(0.0, "--emulator-latency-ms", hidden=True),
+    emulator_faults: str = typer.Option("", "--emulator-faults", hidden=True),
+    emulator_batch_seconds: float = typer.Option(0.0, "--emulator-batch-seconds", hidden=True),
+) -> None:
+    """Execute a pipeline; every token is recorded and the budget is never overspent.
+
+    Exit codes: 0 all succeeded, 1 some items failed (resumable), 2 invalid input,
+    3 stopped by the budget (resumable), 4 backend unusable, 130 interrupted (resumable).
+    Re-run with the same --run-id to resume. Example:
+
+      llmflow run pipelines/support-triage.yaml --policy policies/default.yaml --backend emulator
+    """
+    configure_logging(log_format)
+    console = Console(highlight=False, soft_wrap=True)
+    with reported_errors():
+        given = parse_inputs(inputs)
+        limit = _budget(budget)
+        catalog = load_catalog()
+        pipeline_file, policy_file = load_pair(
+            pipeline, policy, is_known_model=lambda m: catalog.get(m) is not None,
+            model_ids=catalog.ids(), inputs=given,
+        )  # fmt: skip
+        assert policy_file is not None
+        try:
+            emulator = EmulatorConfig(
+                latency_ms=emulator_latency_ms, batch_seconds=emulator_batch_seconds,
+                faults=parse_faults(emulator_faults), retry_after_seconds=0,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise _option_error("--emulator-faults", str(exc)) from None
+        client = client_for(backend.value, emulator=emulator)
+        the_run_id = run_id or new_run_id()
+        store = RunStore.open(state_dir)
+        shown_limit = limit if limit is not None else policy_file.policy.budget.per_run_usd
+
+        async def main() -> RunOutcome:
+            plan = await build_plan_async(pipeline_file, policy_file, inputs=given, catalog=catalog)
+            request = RunRequest(
+                pipeline_file, policy_file, plan, catalog, client, store, the_run_id, given,
+                budget_usd=limit,
+            )  # fmt: skip
+            interrupt = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGINT, interrupt.set)
+            loop.add_signal_handler(signal.SIGTERM, interrupt.set)
+            try:
+                with ProgressDisplay(console, shown_limit) as display:
+                    return await execute(request, display, interrupt)
+            finally:
+                loop.remove_signal_handler(signal.SIGINT)
+                loop.remove_signal_handler(signal.SIGTERM)
+                await client.close()
+
+        try:
+            outcome = asyncio.run(main())
+        finally:
+            store.close()
+    _finish(
+        console,
+        outcome,
+        _resume_command(pipeline, policy, backend.value, the_run_id, state_dir, inputs),
+    )
+
+
+def _finish(console: Console, outcome: RunOutcome, resume: str) -> None:
+    total = outcome.summary.total
+    console.print(
+        f"run {outcome.run_id}: {outcome.status} · cost ${total.cost}"
+        f" (plan ${total.plan_cost_expected}, baseline ${total.cost_baseline},"
+        f" saved {total.savings_pct}%) · cache hit {float(total.cache_hit_ratio):.1%}",
+        markup=False,
+    )
+    for alert in outcome.summary.budget.alerts:
+        console.print(f"alert: {alert.message}", markup=False)
+    console.print(f"summary: {outcome.summary_path}", markup=False)
+    if outcome.error is not None:
+        stderr.print(f"error: {outcome.error}", markup=False)
+    if outcome.status in ("partial", "budget_stopped", "interrupted", "failed"):
+        stderr.print(f"resume with: {resume}", markup=False)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _resume_command(
+    pipeline: Path, policy: Path, backend: str, run_id: str, state_dir: Path, inputs: list[str]
+) -> str:
+    parts = ["llmflow", "run", str(pipeline), "--policy", str(policy), "--backend", backend]
+    parts += ["--run-id", run_id]
+    if state_dir != Path(".llmflow"):
+        parts += ["--state-dir", str(state_dir)]
+    for item in inputs:
+        parts += ["--input", item]
+    return shlex.join(parts)
+
+
+def _budget(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        value = Decimal(text.lstrip("$"))
+    except InvalidOperation:
+        raise _option_error("--budget", f"not an amount in USD: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise _option_error("--budget", f"must be a positive amount, got {format_usd(value)}")
+    return value
+
+
+def _option_error(option: str, message: str) -> LlmflowError:
+    return ConfigError([Diagnostic("<command line>", 1, 1, option, message)])
