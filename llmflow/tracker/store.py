@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,19 +23,21 @@ from typing import Any
 
 import structlog
 
-from llmflow.catalog import ModelInfo
+from llmflow.catalog import ModelInfo, TokenUsage
 from llmflow.errors import RunStoreError
 from llmflow.tracker import schema
 from llmflow.tracker.records import (
     FinalStatus,
+    Mode,
     RunInfo,
     RunRecord,
+    StepPlan,
     check_run_id,
     check_step_id,
 )
 from llmflow.tracker.schema import money, to_decimal
 from llmflow.tracker.store_queries import QueriesMixin
-from llmflow.tracker.store_requests import RequestsMixin
+from llmflow.tracker.store_requests import USAGE_COLS, RequestsMixin
 from llmflow.tracker.summary import RunSummary, build_summary
 
 try:  # POSIX; elsewhere runs are not protected against two concurrent processes
@@ -44,6 +47,34 @@ except ImportError:  # pragma: no cover
 
 _log = structlog.get_logger("llmflow.tracker.store")
 DB_NAME = "llmflow.db"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageGroup:
+    """Billed responses of one step on one (tier, model, mode), from the usage ledger.
+
+    ``reading`` and ``writing`` count the responses that read from / wrote to the
+    prompt cache.
+    """
+
+    step_id: str
+    tier: str | None
+    model: str
+    mode: Mode
+    responses: int
+    reading: int
+    writing: int
+    usage: TokenUsage
+    cost: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One row of the append-only usage ledger: when a response was billed, and for what."""
+
+    recorded_at: datetime
+    step_id: str
+    cost: Decimal
 
 
 class RunStore(RequestsMixin, QueriesMixin):
@@ -248,6 +279,76 @@ class RunStore(RequestsMixin, QueriesMixin):
     def summary(self, run_id: str, *, baseline: ModelInfo | None = None) -> RunSummary:
         """The run summary (DESIGN.md section 1) across every session of the run."""
         return build_summary(self, run_id, baseline=baseline)
+
+    # -- read-only queries for reports -------------------------------------------
+
+    def step_plans(self, run_id: str) -> list[StepPlan]:
+        """The planned steps of the run (model, tier, mode, costs), in plan order."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT step_id, requests, model, tier, mode, plan_cost_expected, plan_cost_max"
+                " FROM steps WHERE run_id = ? ORDER BY position",
+                (run_id,),
+            ).fetchall()
+        )
+        return [
+            StepPlan(s, n, model, tier, mode, to_decimal(e), to_decimal(m))
+            for s, n, model, tier, mode, e, m in rows
+        ]
+
+    def usage_groups(self, run_id: str) -> list[UsageGroup]:
+        """The usage ledger of the run summed per (step, tier, model, mode)."""
+        sums = ", ".join(f"sum({col})" for col in USAGE_COLS.split(", "))
+        rows = self._read(
+            lambda c: c.execute(
+                f"SELECT step_id, tier, model, mode, count(*), sum(cache_read > 0),"
+                f" sum(cache_write_5m + cache_write_1h > 0), {sums}, dsum(cost_usd)"
+                " FROM usage WHERE run_id = ? GROUP BY step_id, tier, model, mode"
+                " ORDER BY step_id, min(id)",
+                (run_id,),
+            ).fetchall()
+        )
+        return [
+            UsageGroup(
+                step_id=s,
+                tier=tier,
+                model=model,
+                mode=mode,
+                responses=n,
+                reading=rd,
+                writing=wr,
+                usage=TokenUsage(
+                    input=i, cache_write_5m=w5, cache_write_1h=w1, cache_read=r, output=o
+                ),
+                cost=Decimal(cost),
+            )
+            for s, tier, model, mode, n, rd, wr, i, w5, w1, r, o, cost in rows
+        ]
+
+    def stop_reasons(self, run_id: str) -> dict[str, dict[str, int]]:
+        """step id → stop_reason → number of succeeded requests that ended so."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT step_id, coalesce(stop_reason, ''), count(*) FROM requests"
+                " WHERE run_id = ? AND status = 'succeeded' GROUP BY step_id, stop_reason",
+                (run_id,),
+            ).fetchall()
+        )
+        out: dict[str, dict[str, int]] = {}
+        for step_id, reason, n in rows:
+            out.setdefault(step_id, {})[reason] = n
+        return out
+
+    def usage_ledger(self, run_id: str) -> list[LedgerEntry]:
+        """Every billed response of the run in recording order (every session)."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT recorded_at, step_id, cost_usd FROM usage WHERE run_id = ?"
+                " ORDER BY recorded_at, id",
+                (run_id,),
+            ).fetchall()
+        )
+        return [LedgerEntry(schema.parse_timestamp(t), s, Decimal(cost)) for t, s, cost in rows]
 
 
 def _run_record(r: dict[str, Any], tags: dict[str, str]) -> RunRecord:
