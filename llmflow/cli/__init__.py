@@ -10,6 +10,7 @@ from llmflow.cli import cmd_emulator  # noqa: F401  isort: skip
 from llmflow.cli import cmd_validate  # noqa: F401  isort: skip
 from llmflow.cli import cmd_schema  # noqa: F401  isort: skip
 from llmflow.cli import cmd_plan  # noqa: F401  isort: skip
+from llmflow.cli import cmd_report  # noqa: F401  isort: skip
 from llmflow.cli import cmd_run  # noqa: F401  isort: skip
 
 

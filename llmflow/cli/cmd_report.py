@@ -1,0 +1,159 @@
+"""``llmflow report [RUN_ID|--last]`` and ``llmflow runs``: what runs cost, and why.
+
+Both read the run store under ``--state-dir`` (the one ``llmflow run`` writes) and
+never change it. Exit 0, or 2 when there is no store, no run, or no such run id.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from llmflow.catalog import load_catalog
+from llmflow.cli._app import app
+from llmflow.cli._errors import reported_errors
+from llmflow.errors import RunStoreError
+from llmflow.reporting import (
+    build_report,
+    list_run_rows,
+    load_settings,
+    render_csv,
+    render_html,
+    render_table,
+    runs_json,
+    runs_table,
+)
+from llmflow.tracker import RunStore
+from llmflow.tracker.store import DB_NAME
+
+DEFAULT_STATE_DIR = Path(".llmflow")
+#: Width of table output that goes to a file or a pipe instead of a terminal.
+PIPE_WIDTH = 160
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+class RunsFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def open_store(state_dir: Path) -> RunStore:
+    """The run store under ``state_dir``; RunStoreError (exit 2) if there is none."""
+    if not (state_dir / DB_NAME).is_file():
+        raise RunStoreError(
+            f"no run store in {state_dir} (no {DB_NAME}); point --state-dir at the directory"
+            " `llmflow run` used; `llmflow runs --state-dir DIR` lists its runs"
+        )
+    return RunStore.open(state_dir)
+
+
+def _ratio(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or not 0 <= value <= 1:
+        raise typer.BadParameter(
+            f"expected a ratio between 0 and 1, got {text!r}", param_hint="--min-hit-ratio"
+        )
+    return value
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
+
+
+@app.command("report")
+def report(
+    run_id: str | None = typer.Argument(None, help="Run id (see `llmflow runs`)."),
+    last: bool = typer.Option(False, "--last", help="Report the newest run (the default)."),
+    state_dir: Path = typer.Option(
+        DEFAULT_STATE_DIR, "--state-dir", help="Run store directory of `llmflow run`."
+    ),
+    output_format: ReportFormat = typer.Option(
+        ReportFormat.table, "--format", help="table, json (the run summary), csv or html."
+    ),
+    min_hit_ratio: str | None = typer.Option(
+        None,
+        "--min-hit-ratio",
+        help="Warn below this cache hit ratio (default: the policy's"
+        " cache.min_hit_ratio_warning, else 0.30).",
+    ),
+) -> None:
+    """What a run cost and why: per step and tier, plan, baseline, budget, warnings.
+
+    Exit 0, or 2 when the store, the run or the run id is unknown. Examples:
+
+      llmflow report --last
+
+      llmflow report 20261124T101500Z-3f9a1c --format json
+
+      llmflow report --last --format html > report.html
+    """
+    if run_id is not None and last:
+        raise typer.BadParameter("give a RUN_ID or --last, not both", param_hint="--last")
+    threshold = _ratio(min_hit_ratio)
+    with reported_errors(), open_store(state_dir) as store:
+        if run_id is None:
+            newest = store.last_run()
+            if newest is None:
+                raise RunStoreError(f"no runs in {state_dir}; `llmflow runs` lists them")
+            run_id = newest.run_id
+        record = store.find_run(run_id)
+        if record is None:
+            raise RunStoreError(
+                f"no run {run_id!r} in {state_dir}; `llmflow runs --state-dir {state_dir}`"
+                " lists the run ids"
+            )
+        settings = load_settings(record.policy_path, load_catalog(), min_hit_ratio=threshold)
+        if output_format is ReportFormat.json:
+            typer.echo(store.summary(run_id, baseline=settings.baseline).to_json(), nl=False)
+            return
+        data = build_report(store, run_id, settings)
+    if output_format is ReportFormat.csv:
+        typer.echo(render_csv(data), nl=False)
+    elif output_format is ReportFormat.html:
+        typer.echo(render_html(data), nl=False)
+    else:
+        _console().print(render_table(data))
+
+
+@app.command("runs")
+def runs(
+    state_dir: Path = typer.Option(
+        DEFAULT_STATE_DIR, "--state-dir", help="Run store directory of `llmflow run`."
+    ),
+    output_format: RunsFormat = typer.Option(RunsFormat.table, "--format", help="table or json."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Show only the newest N."),
+) -> None:
+    """The runs in the store with status, cost and date, newest first.
+
+    Exit 0, or 2 when there is no run store. Examples:
+
+      llmflow runs
+
+      llmflow runs --state-dir /var/lib/llmflow --format json
+    """
+    with reported_errors(), open_store(state_dir) as store:
+        rows = list_run_rows(store, limit=limit)
+    if output_format is RunsFormat.json:
+        typer.echo(runs_json(rows), nl=False)
+    elif not rows:
+        typer.echo(f"no runs in {state_dir}")
+    else:
+        _console().print(runs_table(rows))
