@@ -18,13 +18,15 @@ def _money(amount: Decimal) -> str:
 class ProgressDisplay:
     """Per step: done/total, spend vs budget, cache hit ratio."""
 
-    def __init__(self, console: Console, budget: Decimal | None) -> None:
+    def __init__(self, console: Console, budget: Decimal | None, *, quiet: bool = False) -> None:
         self.console = console
         self.budget = budget
-        self.live = console.is_terminal
+        self.live = console.is_terminal and not quiet
+        self.quiet = quiet
         self.tracker: Tracker | None = None
         self.tasks: dict[str, TaskID] = {}
         self.budget_task: TaskID | None = None
+        self.steps: list[str] = []
         self.progress = Progress(
             TextColumn("{task.description:<16}"),
             BarColumn(),
@@ -46,15 +48,16 @@ class ProgressDisplay:
 
     def run_started(self, tracker: Tracker) -> None:
         self.tracker = tracker
-        if not self.live:
+        if not self.live and not self.quiet:
             state = "resuming" if tracker.resumed else "starting"
             self.console.print(f"run {tracker.run_id}: {state}", markup=False, highlight=False)
 
     def step_started(self, step_id: str, total: int) -> None:
+        self.steps.append(step_id)
         if self.live:
             self.tasks[step_id] = self.progress.add_task(step_id, total=total, spend="", hit="")
             self._update(step_id)
-        else:
+        elif not self.quiet:
             self.console.print(f"step {step_id}: {total} request(s)", markup=False, highlight=False)
 
     def request_done(self, step_id: str) -> None:
@@ -65,7 +68,7 @@ class ProgressDisplay:
         if self.live:
             self._update(step_id)
             return
-        if self.tracker is None:
+        if self.tracker is None or self.quiet:
             return
         p = self.tracker.step_progress(step_id)
         line = (
@@ -76,7 +79,9 @@ class ProgressDisplay:
         self.console.print(line, markup=False, highlight=False)
 
     def _spend(self) -> str:
-        spent = self.tracker.budget.spent if self.tracker is not None else Decimal(0)
+        spent = Decimal(0)
+        if self.tracker is not None:  # progress is seeded from the store: earlier sessions count
+            spent = sum((self.tracker.step_progress(s).cost for s in self.steps), Decimal(0))
         limit = f" of ${format_usd(self.budget)}" if self.budget is not None else ""
         return f"{_money(spent)}{limit}"
 

@@ -92,7 +92,8 @@ def run(
             loop.add_signal_handler(signal.SIGINT, interrupt.set)
             loop.add_signal_handler(signal.SIGTERM, interrupt.set)
             try:
-                with ProgressDisplay(console, shown_limit) as display:
+                quiet = log_format is LogFormat.json  # the JSON events say it all
+                with ProgressDisplay(console, shown_limit, quiet=quiet) as display:
                     return await execute(request, display, interrupt)
             finally:
                 loop.remove_signal_handler(signal.SIGINT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import secrets
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -17,10 +18,13 @@ def _base62(n: int, width: int) -> str:
 
 
 class IdFactory:
-    """Deterministic ids: a seed-derived prefix and a per-kind counter."""
+    """Ids unique like the API's: a prefix from the seed and a per-instance nonce, then a
+    counter. Content stays deterministic per seed; ids differ between emulator instances,
+    so a run resumed against a new emulator never meets an id it used before."""
 
     def __init__(self, seed: int) -> None:
-        digest = hashlib.blake2b(str(seed).encode(), digest_size=8).digest()
+        nonce = secrets.token_hex(8)
+        digest = hashlib.blake2b(f"{seed}:{nonce}".encode(), digest_size=8).digest()
         self._prefix = "011C" + _base62(int.from_bytes(digest, "big"), 8)
         self._counter = itertools.count(1)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
 
+import anthropic
 import structlog
 from anthropic.types.messages import MessageBatch
 
@@ -190,8 +191,15 @@ class BatchStep:
 
     async def _collect(self, batch_id: str, pending: dict[str, _Pending]) -> _Outcome:
         """Poll until the batch ends, then record every result."""
-        batch = await self._wait(batch_id)
         ctx, route = self.ctx, self.route
+        batch = await self._wait(batch_id)
+        if batch is None:  # the API no longer knows it: its requests are sent again
+            _log.error("batch.lost", step=route.step_id, batch_id=batch_id, requests=len(pending))
+            reservations = {k: p.reservation for k, p in pending.items() if p.reservation}
+            ctx.tracker.batch_ended(batch_id, reservations, status="lost")
+            return _Outcome(
+                [(k, p.index, p.params) for k, p in pending.items() if p.params is not None]
+            )
         retry: list[tuple[str, int, dict[str, Any]]] = []
         completed: list[Completed] = []
         failed: list[Failed] = []
@@ -239,11 +247,15 @@ class BatchStep:
         ctx.tracker.batch_ended(batch_id, reservations, status=batch.processing_status)
         return _Outcome(retry)
 
-    async def _wait(self, batch_id: str) -> MessageBatch:
+    async def _wait(self, batch_id: str) -> MessageBatch | None:
+        """The ended batch, polled with backoff; None when the API does not know it."""
         limits = self.ctx.policy.limits
         delay = limits.batch_poll_seconds
         while True:
-            batch = await self.ctx.client.messages.batches.retrieve(batch_id)
+            try:
+                batch = await self.ctx.client.messages.batches.retrieve(batch_id)
+            except anthropic.NotFoundError:
+                return None
             if batch.processing_status == "ended":
                 return batch
             _log.info(

@@ -191,7 +191,8 @@ async def execute(
         error = ctx.backend_error
     status = _status(ctx, incomplete)
     summary, path = tracker.finish(status)
-    return RunOutcome(request.run_id, status, EXIT_CODES[status], summary, path, error)
+    exit_code = error.exit_code if error is not None else EXIT_CODES[status]
+    return RunOutcome(request.run_id, status, exit_code, summary, path, error)
 
 
 async def _watch(interrupt: asyncio.Event, ctx: RunContext) -> None:
