@@ -19,11 +19,12 @@ import anthropic
 import structlog
 from anthropic.types.messages import MessageBatch
 
+from llmflow.catalog import ModelInfo
 from llmflow.errors import BudgetExceeded
 from llmflow.executor.chunking import chunk_requests
 from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.responses import output_of, ttl_of, usage_of
-from llmflow.planner import request_max_cost
+from llmflow.planner import request_max_cost, tier_model
 from llmflow.tracker import Completed, Failed, Reservation
 
 _log = structlog.get_logger("llmflow.executor")
@@ -40,6 +41,8 @@ class _Pending:
     index: int
     params: dict[str, Any] | None  # kept only while it may be resubmitted
     reservation: Reservation | None
+    model: ModelInfo
+    tier: str
 
 
 @dataclass
@@ -57,9 +60,22 @@ class BatchStep:
         self.route = route
         self._texts: dict[str, str] = {}
 
-    async def resume(self, batches: Iterable[tuple[str, dict[str, tuple[int, Decimal]]]]) -> None:
-        """Poll batches submitted by an earlier session (never resubmit them)."""
-        reservations = self.ctx.tracker.resume_reservations()
+    async def resume(
+        self, batches: Iterable[tuple[str, str | None, dict[str, tuple[int, Decimal]]]]
+    ) -> None:
+        """Poll batches submitted by an earlier session (never resubmit them).
+
+        ``batches`` are ``(batch_id, tier, {key: (item_index, reserved)})``; results are
+        priced on the tier the batch was submitted on (a downgrade may have happened).
+        """
+        ctx = self.ctx
+        reservations = ctx.tracker.resume_reservations()
+
+        def priced_on(tier: str | None) -> tuple[ModelInfo, str]:
+            if tier is None or tier == self.route.tier:
+                return self.route.model, self.route.tier
+            return tier_model(ctx.policy, tier, ctx.catalog), tier
+
         # Results that need another submission are recorded as failed here; the step's
         # own run() then renders and submits them again like any unfinished item.
         await asyncio.gather(
@@ -67,11 +83,11 @@ class BatchStep:
                 self._collect(
                     batch_id,
                     {
-                        key: _Pending(index, None, reservations.get(key))
+                        key: _Pending(index, None, reservations.get(key), *priced_on(tier))
                         for key, (index, _) in pending.items()
                     },
                 )
-                for batch_id, pending in batches
+                for batch_id, tier, pending in batches
             )
         )
 
@@ -181,7 +197,10 @@ class BatchStep:
         tracker.batch_submitted(
             route.step_id, batch.id, reserved, model=route.model.id, tier=route.tier
         )
-        pending = {key: _Pending(index, params, reservations[key]) for key, index, params in head}
+        pending = {
+            key: _Pending(index, params, reservations[key], route.model, route.tier)
+            for key, index, params in head
+        }
         if rest and ctx.stopping is False and fitting < len(priced):
             ctx.stop("budget")
         return (batch.id, pending), rest
@@ -217,7 +236,7 @@ class BatchStep:
                 params = waiting.params or {}
                 extracted = output_of(message, structured=route.structured)
                 done = Completed(
-                    route.step_id, key, waiting.index, route.model, route.tier, "batch",
+                    route.step_id, key, waiting.index, waiting.model, waiting.tier, "batch",
                     usage_of(message.usage, default_ttl=ttl_of(params)), waiting.reservation,
                     message.id, extracted.output, message.stop_reason,
                     message.usage.service_tier,

@@ -233,7 +233,12 @@ async def _run_step(
         open_batches = [b for b in store.open_batches(run_id) if b.step_id == step_id]
         if open_batches:
             await BatchStep(ctx, route).resume(
-                (b.batch_id, store.batch_in_flight(run_id, b.batch_id)) for b in open_batches
+                (
+                    b.batch_id,
+                    store.batch_tier(run_id, b.batch_id),
+                    store.batch_in_flight(run_id, b.batch_id),
+                )
+                for b in open_batches
             )
     finished = store.finished_keys(run_id, step_id)
     items = _pending_items(ctx, step_id, finished)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from anthropic.types import Message
 
+from llmflow.catalog import ModelInfo
 from llmflow.errors import BackendError, BackendUnreachable, BudgetExceeded
 from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.responses import output_of, ttl_of, usage_of
@@ -25,6 +27,16 @@ from llmflow.planner.tokens import estimate_text
 from llmflow.tracker import Completed, Reservation
 
 _log = structlog.get_logger("llmflow.executor")
+
+
+@dataclass(frozen=True, slots=True)
+class _Dispatched:
+    """A request as reserved: its body, reservation, and the model it was priced on."""
+
+    params: dict[str, Any]
+    reservation: Reservation
+    model: ModelInfo
+    tier: str
 
 
 class SyncStep:
@@ -47,11 +59,11 @@ class SyncStep:
                     self.slots.release()
                     break
                 try:
-                    reservation, params = self._dispatch(index, key, item)
+                    sent = self._dispatch(index, key, item)
                 except BudgetExceeded:
                     self.slots.release()
                     break
-                task = asyncio.create_task(self._send(index, key, params, reservation))
+                task = asyncio.create_task(self._send(index, key, sent))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _: self.slots.release())
@@ -59,25 +71,27 @@ class SyncStep:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _dispatch(self, index: int, key: str, item: Any) -> tuple[Reservation, dict[str, Any]]:
+    def _dispatch(self, index: int, key: str, item: Any) -> _Dispatched:
         """Render and reserve; on BudgetExceeded downgrade once or stop the run."""
         while True:
-            params = self.route.params(self.ctx.context_for(item))
-            upper = request_max_cost(params, self.route.model, batch=False)
+            route = self.route
+            model, tier = route.model, route.tier  # a later downgrade must not relabel this one
+            params = route.params(self.ctx.context_for(item))
+            upper = request_max_cost(params, model, batch=False)
             try:
                 reservation = self.ctx.tracker.dispatch(
-                    self.route.step_id, key, index,
-                    model=self.route.model.id, tier=self.route.tier, mode="sync", upper_bound=upper,
+                    route.step_id, key, index,
+                    model=model.id, tier=tier, mode="sync", upper_bound=upper,
                 )  # fmt: skip
-                return reservation, params
+                return _Dispatched(params, reservation, model, tier)
             except BudgetExceeded:
-                if not self.ctx.on_budget_exceeded(self.route):
+                if not self.ctx.on_budget_exceeded(route):
                     raise
 
-    async def _send(
-        self, index: int, key: str, params: dict[str, Any], reservation: Reservation
-    ) -> None:
+    async def _send(self, index: int, key: str, sent: _Dispatched) -> None:
         ctx, route = self.ctx, self.route
+        params: dict[str, Any] = sent.params
+        reservation: Reservation | None = sent.reservation
         prefix_key = _prefix_key(params)
         leader = prefix_key is not None and await self.gate.enter(prefix_key)
         attempt = 0
@@ -85,7 +99,7 @@ class SyncStep:
             while True:
                 attempt += 1
                 try:
-                    message = await self._call(params, prefix_key if leader else None)
+                    message, request_id = await self._call(params, prefix_key if leader else None)
                     break
                 except (asyncio.CancelledError, KeyboardInterrupt):
                     raise
@@ -115,7 +129,7 @@ class SyncStep:
                     ctx.tracker.record_failure(
                         route.step_id, key, index, error=error.strip(), reservation=reservation
                     )
-                    reservation = None  # type: ignore[assignment]
+                    reservation = None
                     ctx.observer.request_done(route.step_id)
                     return
         except BaseException:
@@ -129,16 +143,19 @@ class SyncStep:
         if leader and prefix_key is not None:
             self.gate.opened(prefix_key)
         self.any_success = True
-        self._record(index, key, params, message, reservation)
+        assert reservation is not None
+        self._record(index, key, sent, message, request_id)
 
-    async def _call(self, params: dict[str, Any], lead_key: str | None) -> Message:
+    async def _call(
+        self, params: dict[str, Any], lead_key: str | None
+    ) -> tuple[Message, str | None]:
         """One attempt. The leader of a cached prefix streams, to release followers as
         soon as its response has begun; ``abort_after_tokens`` also needs a stream."""
         client, route = self.ctx.client, self.route
         extra = _extra_body(params)
         if lead_key is None and not route.stream:
             message: Message = await client.messages.create(**_sdk_params(params), extra_body=extra)
-            return message
+            return message, getattr(message, "_request_id", None)
         async with client.messages.stream(**_sdk_params(params), extra_body=extra) as stream:
             received_bytes = estimated_tokens = 0
             async for event in stream:
@@ -150,30 +167,25 @@ class SyncStep:
                     received_bytes += len(text.encode("utf-8"))
                     estimated_tokens += estimate_text(text)
                     if estimated_tokens >= route.abort_after_tokens:
-                        return _aborted(stream.current_message_snapshot, received_bytes)
-            return await stream.get_final_message()
+                        snapshot = stream.current_message_snapshot
+                        return _aborted(snapshot, received_bytes), stream.request_id
+            return await stream.get_final_message(), stream.request_id
 
     def _record(
-        self,
-        index: int,
-        key: str,
-        params: dict[str, Any],
-        message: Message,
-        reservation: Reservation,
+        self, index: int, key: str, sent: _Dispatched, message: Message, request_id: str | None
     ) -> None:
         ctx, route = self.ctx, self.route
-        usage = usage_of(message.usage, default_ttl=ttl_of(params))
+        usage = usage_of(message.usage, default_ttl=ttl_of(sent.params))
         extracted = output_of(message, structured=route.structured)
         done = Completed(
-            route.step_id, key, index, route.model, route.tier, "sync", usage, reservation,
-            getattr(message, "_request_id", None), extracted.output,
-            message.stop_reason, message.usage.service_tier,
+            route.step_id, key, index, sent.model, sent.tier, "sync", usage, sent.reservation,
+            request_id, extracted.output, message.stop_reason, message.usage.service_tier,
         )  # fmt: skip
         if extracted.error is None:
             ctx.tracker.record_batch([done])
         else:
             ctx.tracker.record_failure(
-                route.step_id, key, index, error=extracted.error, reservation=reservation,
+                route.step_id, key, index, error=extracted.error, reservation=sent.reservation,
                 billed=done,
             )  # fmt: skip
         ctx.observer.request_done(route.step_id)

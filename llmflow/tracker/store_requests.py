@@ -301,6 +301,16 @@ class RequestsMixin(StoreBase):
         )
         return {k: (i, Decimal(r or "0")) for k, i, r in rows}
 
+    def batch_tier(self, run_id: str, batch_id: str) -> str | None:
+        """The tier a batch's requests were priced on when it was submitted."""
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT tier FROM requests WHERE run_id = ? AND batch_id = ? LIMIT 1",
+                (run_id, batch_id),
+            ).fetchone()
+        )
+        return str(row[0]) if row and row[0] is not None else None
+
     def set_batch_status(self, run_id: str, batch_id: str, status: str) -> None:
         """Remember the last processing_status seen while polling."""
         with self._tx() as c:

@@ -1,0 +1,97 @@
+"""`llmflow run` end to end on the emulator: what was billed is exactly what was recorded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+
+from llmflow.emulator.config import EmulatorConfig, parse_faults
+
+from .conftest import Emulated, Runner, ledger_cost, ledger_usage, summary_usage  # type: ignore[import-not-found]
+
+
+async def test_warm_fan_out_writes_the_shared_prefix_once(
+    emulated: Callable[[EmulatorConfig], Emulated], run_pipeline: Runner
+) -> None:
+    emu = emulated(EmulatorConfig(latency_ms=20))
+    outcome = await run_pipeline(emu, "fanout.yaml")
+    assert outcome.status == "succeeded" and outcome.exit_code == 0
+    ledger = await emu.ledger()
+    writes = [e for e in ledger["requests"] if e["usage"]["cache_creation_input_tokens"] > 0]
+    reads = [e for e in ledger["requests"] if e["usage"]["cache_read_input_tokens"] > 0]
+    assert len(ledger["requests"]) == 30
+    assert len(writes) == 1 and len(reads) == 29
+    assert summary_usage(outcome) == ledger_usage(ledger)
+    assert Decimal(outcome.summary.total.cost) == ledger_cost(ledger)
+
+
+async def test_chain_batch_structured_fan_out_over_outputs_and_early_abort(
+    emulated: Callable[[EmulatorConfig], Emulated], run_pipeline: Runner
+) -> None:
+    emu = emulated(EmulatorConfig())
+    outcome = await run_pipeline(emu, "chain.yaml")
+    assert outcome.status == "succeeded", outcome
+    summary = json.loads(outcome.summary_path.read_text())
+    steps = {s["id"]: s for s in summary["steps"]}
+    assert {k: v["succeeded"] for k, v in steps.items()} == {
+        "classify": 30, "extract": 30, "digest": 1, "per_label": 30, "streamed": 1,
+    }  # fmt: skip
+    ledger = await emu.ledger()
+    batch = [e for e in ledger["requests"] if e["service_tier"] == "batch"]
+    assert len(batch) == 30  # classify went through the Batches API
+    assert summary_usage(outcome) != ledger_usage(ledger)  # the aborted stream: see below
+    outputs = outcome.summary_path.parent / "outputs"
+    extracted = [json.loads(line) for line in (outputs / "extract.jsonl").read_text().splitlines()]
+    assert len(extracted) == 30
+    for row in extracted:
+        record = row.get("output", row)
+        assert set(record) >= {"product", "severity", "users"}
+        assert record["severity"] in {"low", "medium", "high"}
+    # The early-aborted stream recorded fewer output tokens than the full response the
+    # emulator generated (and billed) would have: everything else matches the ledger.
+    streamed = steps["streamed"]["usage"]["output"]
+    assert 0 < streamed < 300
+
+
+async def test_faults_are_retried_and_the_tracker_loses_nothing(
+    emulated: Callable[[EmulatorConfig], Emulated], run_pipeline: Runner
+) -> None:
+    faults = parse_faults("rate_limit=0.2,overloaded=0.1,server_error=0.1")
+    emu = emulated(EmulatorConfig(faults=faults, seed=11, retry_after_seconds=0))
+    outcome = await run_pipeline(emu, "fanout.yaml")
+    assert outcome.status in ("succeeded", "partial")
+    ledger = await emu.ledger()
+    assert summary_usage(outcome) == ledger_usage(ledger)
+    assert Decimal(outcome.summary.total.cost) == ledger_cost(ledger)
+
+
+async def test_budget_stop_then_resume_pays_each_request_once(
+    emulated: Callable[[EmulatorConfig], Emulated], run_pipeline: Runner
+) -> None:
+    emu = emulated(EmulatorConfig(latency_ms=5))
+    stopped = await run_pipeline(emu, "fanout.yaml", run_id="b", budget=Decimal("0.25"))
+    assert stopped.status == "budget_stopped" and stopped.exit_code == 3
+    spent = Decimal(stopped.summary.total.cost)
+    assert 0 < spent <= Decimal("0.25")
+    done_first = sum(s.succeeded for s in stopped.summary.steps)
+    assert 0 < done_first < 30
+    resumed = await run_pipeline(emu, "fanout.yaml", run_id="b", budget=Decimal("5"))
+    assert resumed.status == "succeeded"
+    ledger = await emu.ledger()
+    assert len(ledger["requests"]) == 30  # nothing finished was sent again
+    assert summary_usage(resumed) == ledger_usage(ledger)
+    assert Decimal(resumed.summary.total.cost) == ledger_cost(ledger)
+
+
+async def test_downgrade_moves_the_rest_to_the_cheaper_tier(
+    emulated: Callable[[EmulatorConfig], Emulated], run_pipeline: Runner
+) -> None:
+    emu = emulated(EmulatorConfig(latency_ms=5))
+    outcome = await run_pipeline(emu, "fanout.yaml", "downgrade.yaml", budget=Decimal("0.4"))
+    ledger = await emu.ledger()
+    models = [e["model"] for e in ledger["requests"]]
+    assert "claude-sonnet-4-6" in models and "claude-haiku-4-5" in models
+    assert models.index("claude-haiku-4-5") > 0
+    assert Decimal(outcome.summary.total.cost) <= Decimal("0.4")
+    assert Decimal(outcome.summary.total.cost) == ledger_cost(ledger)
