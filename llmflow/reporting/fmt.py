@@ -18,7 +18,10 @@ def usd_short(amount: Decimal | None) -> str:
     if amount is None:
         return "-"
     places = Decimal("0.0001") if abs(amount) >= Decimal("0.01") or amount == 0 else Decimal("1e-6")
-    return f"${format(amount.quantize(places, rounding=ROUND_HALF_EVEN), 'f')}"
+    text = format(amount.quantize(places, rounding=ROUND_HALF_EVEN), "f")
+    while len(text.partition(".")[2]) > 4 and text.endswith("0"):
+        text = text[:-1]
+    return f"${text}"
 
 
 def percent(ratio: Decimal | None) -> str:

@@ -115,7 +115,9 @@ def triage_run(
             upper_bound=Decimal("0.002"),
         )  # fmt: skip
         if i == 4:
-            tracker.record_failure("extract", key, i, error="invalid_request_error", reservation=res)
+            tracker.record_failure(
+                "extract", key, i, error="invalid_request_error", reservation=res
+            )
             continue
         tracker.record_response(
             "extract", key, i, HAIKU, "haiku", "sync", TokenUsage(input=800, output=100),

@@ -27,7 +27,10 @@ def test_steps_agree_with_the_summary(store: RunStore, clock: Any, builders: Mod
     assert [s.id for s in report.steps] == ["classify", "extract", "digest"]
     for row, s in zip(report.steps, summary.steps, strict=True):
         assert (row.requests, row.succeeded, row.failed, row.skipped) == (
-            s.requests, s.succeeded, s.failed, s.skipped,
+            s.requests,
+            s.succeeded,
+            s.failed,
+            s.skipped,
         )
         assert row.cost == s.cost and row.plan_cost_expected == s.plan_cost_expected
         assert row.usage.model_dump() == s.usage.model_dump()
