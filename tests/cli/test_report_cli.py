@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from llmflow.cli import app
@@ -153,7 +154,16 @@ def _executor_ready() -> bool:
     return "run" in names
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """`llmflow run` points structlog at CliRunner's stderr, which closes after invoke."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.mark.skipif(not _executor_ready(), reason="llmflow run (the executor) is not there yet")
+@pytest.mark.usefixtures("restore_logging")
 def test_every_format_on_a_real_emulator_run(tmp_path: Path) -> None:
     state = tmp_path / "state"
     ran = _invoke(

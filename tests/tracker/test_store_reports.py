@@ -47,7 +47,9 @@ def test_step_plans_in_plan_order(store: RunStore, clock: Any) -> None:
     _run(store, clock)
     plans = store.step_plans("r1")
     assert [p.step_id for p in plans] == ["a", "b"]
-    assert plans[0] == StepPlan("a", 3, "claude-haiku-4-5", "haiku", "batch", Decimal("0.5"), Decimal("1"))
+    assert plans[0] == StepPlan(
+        "a", 3, "claude-haiku-4-5", "haiku", "batch", Decimal("0.5"), Decimal("1")
+    )
     assert plans[1].model is None and plans[1].plan_cost_expected is None
     assert store.step_plans("nope") == []
 
