@@ -156,3 +156,17 @@ def test_table_shows_steps_totals_budget_spend_and_warnings(
     assert "Spend of pipeline triage (all runs, UTC): today $0.0444" in text
     assert "Alert " in text and "crossed the alert threshold" in text
     assert "batch cache reads fell short of plan" in text
+
+
+def test_a_run_that_billed_nothing_still_renders(store: RunStore, clock: Any) -> None:
+    from llmflow.tracker import RunInfo, StepPlan
+
+    store.start_run("empty", RunInfo(pipeline="p", policy="x", steps=(StepPlan("a", 3),)))
+    report = build_report(store, "empty", load_settings(None, load_catalog()), now=clock.now)
+    assert report.warnings == [] and len(report.series) == 1
+    assert report.summary.status == "interrupted"  # still marked running
+    ET.fromstring(render_html(report).split("\n", 1)[1])
+    assert render_csv(report).splitlines()[1].startswith("a,-,-,-,3,0,0,0,")
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render_table(report))
+    assert "note: the run recorded no policy file" in console.export_text()
