@@ -18,6 +18,8 @@ sync: $(UV)
 demo: sync
 	$(RUN) llmflow validate pipelines/support-triage.yaml --policy policies/default.yaml
 	$(RUN) llmflow plan pipelines/support-triage.yaml --policy policies/default.yaml
+	$(RUN) llmflow run pipelines/support-triage.yaml --policy policies/default.yaml \
+		--backend emulator --state-dir .llmflow/demo
 
 test: sync
 	$(RUN) pytest
