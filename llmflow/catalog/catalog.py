@@ -75,6 +75,15 @@ class Catalog(BaseModel):
             found = self.models.get(_SNAPSHOT_SUFFIX.sub("", model_id))
         return found
 
+    def resolve(self, model_id: str, overrides: Mapping[str, Any]) -> ModelInfo | None:
+        """The model with a policy tier's overrides applied (unset ones, and keys that are
+        not overridable such as ``model``, are ignored); None for an unknown model."""
+        info = self.get(model_id)
+        if info is None:
+            return None
+        changed = {f: overrides[f] for f in OVERRIDABLE_FIELDS if overrides.get(f) is not None}
+        return info.overridden(changed) if changed else info
+
     def ids(self) -> list[str]:
         """Known model ids, sorted."""
         return sorted(self.models)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from llmflow.catalog import OVERRIDABLE_FIELDS, Catalog, ModelInfo, TokenUsage, cost
+from llmflow.catalog import Catalog, ModelInfo, TokenUsage, cost
 from llmflow.errors import PlanError
 from llmflow.planner.requests import Ttl
 from llmflow.planner.tokens import (
@@ -35,11 +35,10 @@ def tier_model(policy: Policy, tier: str, catalog: Catalog) -> ModelInfo:
     spec = policy.tiers.get(tier)
     if spec is None:
         raise PlanError(f"tier '{tier}' is not defined in the policy")
-    info = catalog.get(spec.model)
+    info = catalog.resolve(spec.model, spec.model_dump())
     if info is None:
         raise PlanError(f"tier '{tier}' names no known model: '{spec.model}'")
-    overrides = {f: getattr(spec, f) for f in OVERRIDABLE_FIELDS if getattr(spec, f) is not None}
-    return info.overridden(overrides) if overrides else info
+    return info
 
 
 def max_cost(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from llmflow.catalog import OVERRIDABLE_FIELDS, Catalog, ModelInfo
+from llmflow.catalog import Catalog, ModelInfo
 from llmflow.errors import LlmflowError
 from llmflow.spec.loader import load_policy
 from llmflow.spec.policy import Policy
@@ -33,11 +33,7 @@ class ReportSettings:
 def tier_model(policy: Policy, tier: str, catalog: Catalog) -> ModelInfo | None:
     """The catalog model of a policy tier with the tier's overrides; None if unknown."""
     spec = policy.tiers.get(tier)
-    info = catalog.get(spec.model) if spec is not None else None
-    if spec is None or info is None:
-        return None
-    overrides = {f: getattr(spec, f) for f in OVERRIDABLE_FIELDS if getattr(spec, f) is not None}
-    return info.overridden(overrides) if overrides else info
+    return catalog.resolve(spec.model, spec.model_dump()) if spec is not None else None
 
 
 def load_settings(

@@ -14,7 +14,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from llmflow.cli import app
@@ -147,23 +146,6 @@ def test_runs_newest_first_with_status_cost_and_date(state: Path) -> None:
     assert [r["run_id"] for r in limited["runs"]] == ["run-newest"]
 
 
-def _executor_ready() -> bool:
-    if importlib.util.find_spec("llmflow.executor") is None:
-        return False
-    names = {c.name for c in app.registered_commands}
-    return "run" in names
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """`llmflow run` points structlog at CliRunner's stderr, which closes after invoke."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
-@pytest.mark.skipif(not _executor_ready(), reason="llmflow run (the executor) is not there yet")
-@pytest.mark.usefixtures("restore_logging")
 def test_every_format_on_a_real_emulator_run(tmp_path: Path) -> None:
     state = tmp_path / "state"
     ran = _invoke(
