@@ -5,12 +5,14 @@
 
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN = $(UV) run --frozen
+# Trust the platform's certificate store (networks with their own CA), as pip does.
+export UV_SYSTEM_CERTS ?= 1
 
 .PHONY: demo test check lint typecheck layers bench sync clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
-	.tools/bin/pip install --quiet --disable-pip-version-check "uv>=0.5"
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv>=0.9"
 
 sync: $(UV)
 	$(UV) sync --frozen --quiet
@@ -20,6 +22,7 @@ demo: sync
 	$(RUN) llmflow plan pipelines/support-triage.yaml --policy policies/default.yaml
 	$(RUN) llmflow run pipelines/support-triage.yaml --policy policies/default.yaml \
 		--backend emulator --state-dir .llmflow/demo
+	$(RUN) llmflow report --last --state-dir .llmflow/demo
 
 test: sync
 	$(RUN) pytest
