@@ -113,9 +113,10 @@ def run(
 
 def _finish(console: Console, outcome: RunOutcome, resume: str) -> None:
     total = outcome.summary.total
+    baseline = format_usd(total.cost_baseline) if total.cost_baseline is not None else "n/a"
     console.print(
-        f"run {outcome.run_id}: {outcome.status} · cost ${total.cost}"
-        f" (plan ${total.plan_cost_expected}, baseline ${total.cost_baseline},"
+        f"run {outcome.run_id}: {outcome.status} · cost ${format_usd(total.cost)}"
+        f" (plan ${format_usd(total.plan_cost_expected or Decimal(0))}, baseline ${baseline},"
         f" saved {total.savings_pct}%) · cache hit {float(total.cache_hit_ratio):.1%}",
         markup=False,
     )
