@@ -10,45 +10,22 @@ import asyncio
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import anthropic
 import typer
-from rich.console import Console
 
-from llmflow.catalog import Catalog, load_catalog
 from llmflow.cli._app import app
-from llmflow.cli._backend import client_for
-from llmflow.cli._errors import reported_errors
-from llmflow.cli._inputs import Backend, parse_inputs, wide_console_width
-from llmflow.errors import BackendAuthError, BackendError, BackendUnreachable
-from llmflow.planner import Plan, build_plan, build_plan_async
-from llmflow.planner.render import render_plan
-from llmflow.spec.loader import PipelineFile, PolicyFile, load_pair
+from llmflow.cli._inputs import Backend, parse_inputs
+
+if TYPE_CHECKING:
+    from llmflow.catalog import Catalog
+    from llmflow.planner import Plan
+    from llmflow.spec.loader import PipelineFile, PolicyFile
 
 
 class PlanFormat(StrEnum):
     table = "table"
     json = "json"
-
-
-class SdkTokenCounter:
-    """A TokenCounter backed by ``AsyncAnthropic.messages.count_tokens``."""
-
-    def __init__(self, client: anthropic.AsyncAnthropic) -> None:
-        self.client = client
-
-    async def count(self, params: Mapping[str, Any]) -> int:
-        """Input tokens of ``params`` as the API counts them."""
-        try:
-            result = await self.client.messages.count_tokens(**params)
-        except anthropic.AuthenticationError as exc:
-            raise BackendAuthError(f"count_tokens: the API refused the key: {exc}") from exc
-        except anthropic.APIConnectionError as exc:
-            raise BackendUnreachable(f"count_tokens: cannot reach the API: {exc}") from exc
-        except anthropic.APIError as exc:
-            raise BackendError(f"count_tokens failed: {exc}") from exc
-        return int(result.input_tokens)
 
 
 async def _exact_plan(
@@ -58,6 +35,10 @@ async def _exact_plan(
     inputs: Mapping[str, str],
     catalog: Catalog,
 ) -> Plan:
+    from llmflow.cli._backend import client_for
+    from llmflow.cli._token_counter import SdkTokenCounter
+    from llmflow.planner import build_plan_async
+
     client = client_for(backend.value)
     try:
         result = await build_plan_async(
@@ -98,6 +79,15 @@ def plan(
       llmflow plan pipelines/support-triage.yaml -p policies/default.yaml --exact-tokens
       --backend emulator
     """
+    from rich.console import Console
+
+    from llmflow.catalog import load_catalog
+    from llmflow.cli._errors import reported_errors
+    from llmflow.cli._inputs import wide_console_width
+    from llmflow.planner import build_plan
+    from llmflow.planner.render import render_plan
+    from llmflow.spec.loader import load_pair
+
     catalog = load_catalog()
     inputs = parse_inputs(input_values)
     with reported_errors():

@@ -9,26 +9,18 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
-from llmflow.catalog import load_catalog
 from llmflow.cli._app import app
 from llmflow.cli._errors import reported_errors
 from llmflow.errors import RunStoreError
-from llmflow.reporting import (
-    build_report,
-    list_run_rows,
-    load_settings,
-    render_csv,
-    render_html,
-    render_table,
-    runs_json,
-    runs_table,
-)
-from llmflow.tracker import RunStore
-from llmflow.tracker.store import DB_NAME
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from llmflow.tracker import RunStore
 
 DEFAULT_STATE_DIR = Path(".llmflow")
 #: Width of table output that goes to a file or a pipe instead of a terminal.
@@ -49,6 +41,8 @@ class RunsFormat(StrEnum):
 
 def open_store(state_dir: Path) -> RunStore:
     """The run store under ``state_dir``; RunStoreError (exit 2) if there is none."""
+    from llmflow.tracker.store import DB_NAME, RunStore
+
     if not (state_dir / DB_NAME).is_file():
         raise RunStoreError(
             f"no run store in {state_dir} (no {DB_NAME}); point --state-dir at the directory"
@@ -72,6 +66,8 @@ def _ratio(text: str | None) -> Decimal | None:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = PIPE_WIDTH
@@ -105,6 +101,9 @@ def report(
 
       llmflow report --last --format html > report.html
     """
+    from llmflow.catalog import load_catalog
+    from llmflow.reporting import build_report, load_settings, render_csv, render_html, render_table
+
     if run_id is not None and last:
         raise typer.BadParameter("give a RUN_ID or --last, not both", param_hint="--last")
     threshold = _ratio(min_hit_ratio)
@@ -149,6 +148,8 @@ def runs(
 
       llmflow runs --state-dir /var/lib/llmflow --format json
     """
+    from llmflow.reporting import list_run_rows, runs_json, runs_table
+
     with reported_errors(), open_store(state_dir) as store:
         rows = list_run_rows(store, limit=limit)
     if output_format is RunsFormat.json:

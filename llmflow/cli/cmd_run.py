@@ -7,23 +7,21 @@ import shlex
 import signal
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
-from llmflow.catalog import format_usd, load_catalog
+from llmflow.catalog import format_usd
 from llmflow.cli._app import app
-from llmflow.cli._backend import client_for
 from llmflow.cli._errors import reported_errors, stderr
 from llmflow.cli._inputs import Backend, parse_inputs
 from llmflow.cli._logging import LogFormat, configure_logging
-from llmflow.cli._progress import ProgressDisplay
-from llmflow.emulator.config import EmulatorConfig, parse_faults
 from llmflow.errors import ConfigError, Diagnostic, LlmflowError
-from llmflow.executor.run import RunOutcome, RunRequest, execute
-from llmflow.planner import build_plan_async
-from llmflow.spec.loader import load_pair
-from llmflow.tracker import RunStore, new_run_id
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from llmflow.executor.run import RunOutcome
 
 
 @app.command("run")
@@ -58,6 +56,17 @@ def run(
 
       llmflow run pipelines/support-triage.yaml --policy policies/default.yaml --backend emulator
     """
+    from rich.console import Console
+
+    from llmflow.catalog import load_catalog
+    from llmflow.cli._backend import client_for
+    from llmflow.cli._progress import ProgressDisplay
+    from llmflow.emulator.config import EmulatorConfig, parse_faults
+    from llmflow.executor.run import RunRequest, execute
+    from llmflow.planner import build_plan_async
+    from llmflow.spec.loader import load_pair
+    from llmflow.tracker import RunStore, new_run_id
+
     configure_logging(log_format)
     console = Console(highlight=False, soft_wrap=True)
     with reported_errors():

@@ -9,8 +9,6 @@ from typing import Any
 import typer
 
 from llmflow.cli._app import app
-from llmflow.spec.pipeline import Pipeline
-from llmflow.spec.policy import Policy
 
 
 class SchemaKind(StrEnum):
@@ -20,6 +18,9 @@ class SchemaKind(StrEnum):
 
 def json_schema(kind: SchemaKind) -> dict[str, Any]:
     """The JSON Schema of a pipeline or policy file."""
+    from llmflow.spec.pipeline import Pipeline
+    from llmflow.spec.policy import Policy
+
     model = Pipeline if kind is SchemaKind.pipeline else Policy
     schema = model.model_json_schema(by_alias=True)
     return {

@@ -5,12 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from llmflow.catalog import load_catalog
 from llmflow.cli._app import app
-from llmflow.cli._errors import reported_errors
-from llmflow.spec.loader import load_pair
 
 
 @app.command("validate")
@@ -24,6 +20,12 @@ def validate(
 
       llmflow validate pipelines/support-triage.yaml --policy policies/default.yaml
     """
+    from rich.console import Console
+
+    from llmflow.catalog import load_catalog
+    from llmflow.cli._errors import reported_errors
+    from llmflow.spec.loader import load_pair
+
     catalog = load_catalog()
     with reported_errors():
         pipeline_file, policy_file = load_pair(

@@ -1,19 +1,26 @@
 """A local Anthropic-compatible API (DESIGN.md section 6) for tests and dry runs.
 
-``create_app(config)`` returns a Starlette app; serve it with uvicorn or mount it
-in-process behind ``httpx2.ASGITransport`` and the official SDK.
+``create_app(config)`` returns a Starlette app; serve it with uvicorn (``llmflow
+emulator``) or mount it in-process behind ``httpx2.ASGITransport`` and the official SDK
+(``--backend emulator``). The app is imported on first use, so reading the config does
+not load the server.
 """
 
-from llmflow.emulator.app import create_app
-from llmflow.emulator.config import EmulatorConfig, FaultRates, FaultSpecError, parse_faults
-from llmflow.emulator.inprocess import IN_PROCESS_BASE_URL, in_process_http_client
+from __future__ import annotations
 
-__all__ = [
-    "IN_PROCESS_BASE_URL",
-    "EmulatorConfig",
-    "FaultRates",
-    "FaultSpecError",
-    "create_app",
-    "in_process_http_client",
-    "parse_faults",
-]
+from typing import TYPE_CHECKING, Any
+
+from llmflow.emulator.config import EmulatorConfig, FaultRates, FaultSpecError, parse_faults
+
+if TYPE_CHECKING:
+    from llmflow.emulator.app import create_app
+
+__all__ = ["EmulatorConfig", "FaultRates", "FaultSpecError", "create_app", "parse_faults"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from llmflow.emulator.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'llmflow.emulator' has no attribute {name!r}")

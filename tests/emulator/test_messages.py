@@ -355,18 +355,12 @@ async def test_snapshot_model_id_is_accepted(aclient: anthropic.AsyncAnthropic) 
     assert message.model == "claude-haiku-4-5-20251001"
 
 
-async def test_in_process_helper() -> None:
-    from llmflow.emulator import (
-        IN_PROCESS_BASE_URL,
-        EmulatorConfig,
-        create_app,
-        in_process_http_client,
-    )
+async def test_in_process_backend_client() -> None:
+    """`--backend emulator`: the backend's client over an ASGI transport, no socket."""
+    from llmflow.cli._backend import client_for
+    from llmflow.emulator import EmulatorConfig
 
-    app = create_app(EmulatorConfig(seed=1))
-    client = anthropic.AsyncAnthropic(
-        api_key="k", base_url=IN_PROCESS_BASE_URL, http_client=in_process_http_client(app)
-    )
+    client = client_for("emulator", emulator=EmulatorConfig(seed=1))
     message = await client.messages.create(model=MODEL, max_tokens=4, messages=HELLO)
     assert message.usage.output_tokens == 4
     await client.close()
