@@ -9,7 +9,7 @@ phases; the load comes from this process.
    ``asyncio.Semaphore`` of the same concurrency (default 32), same request bodies.
    llmflow runs in-process through the executor API (load, plan, tracker, SQLite run
    store, budget and summary included), and once more as the real CLI subprocess,
-   whose wall time includes interpreter start-up and imports (reported separately).
+   whose wall time includes a fixed cost (start-up, imports: timed on a 1-item run).
    The sides alternate, best of ``--repeat``; the wall-time ratio target is <= 1.15.
    This process's CPU time per request is printed too: on a shared 2-core machine it
    is steadier than wall time, and it is exactly what llmflow adds.
@@ -235,13 +235,13 @@ def llmflow_cli(pipeline: Path, policy: Path, url: str, state: Path) -> float:
     return elapsed
 
 
-def startup_seconds() -> float:
-    """Wall seconds of ``llmflow --help``: the interpreter plus llmflow's imports."""
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", _LLMFLOW, "--help"], capture_output=True, timeout=60, check=True
-    )
-    return time.perf_counter() - start
+def one_item_pipeline(pipeline: Path) -> Path:
+    """The same pipeline limited to its first item: timing it gives the CLI's fixed cost
+    (interpreter start-up, imports, loading, planning, one request, the summary)."""
+    one = pipeline.with_name("overhead-one.yaml")
+    text = pipeline.read_text().replace("path: items.jsonl}", "path: items.jsonl, limit: 1}")
+    one.write_text(text)
+    return one
 
 
 # -- raw SDK --------------------------------------------------------------------------
@@ -287,26 +287,38 @@ def timed(coro_factory: Any) -> float:
     return measured(coro_factory)[0]
 
 
-def measured(coro_factory: Any) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) of running one coroutine."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(coro_factory: Any, server: int | None = None) -> tuple[float, float, float]:
+    """(wall, this process's CPU, the server's CPU) seconds of running one coroutine."""
+    served = cpu_seconds(server) if server is not None else 0.0
     wall, cpu = time.perf_counter(), time.process_time()
     asyncio.run(asyncio.wait_for(coro_factory(), TIMEOUT))
-    return time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    served = cpu_seconds(server) - served if server is not None else 0.0
+    return wall, cpu, served
 
 
 def overhead_phase(
-    root: Path, url: str, args: argparse.Namespace, label: str, *, cli: bool
+    root: Path, url: str, server: int, args: argparse.Namespace, label: str, *, cli: bool
 ) -> None:
     pipeline, policy = write_overhead_files(root, args.requests, args.concurrency)
     bodies = overhead_bodies(pipeline)
     n, c = args.requests, args.concurrency
     # Warm-up: imports, connection set-up and the emulator's first requests.
     timed(lambda: raw_loop(url, bodies[: 2 * c], c))
-    raw_runs: list[tuple[float, float]] = []
-    our_runs: list[tuple[float, float]] = []
+    raw_runs: list[tuple[float, float, float]] = []
+    our_runs: list[tuple[float, float, float]] = []
     for rep in range(args.repeat):
         reset(url)
-        raw_runs.append(measured(lambda: raw_loop(url, bodies, c)))
+        raw_runs.append(measured(lambda: raw_loop(url, bodies, c), server))
         reset(url)
         state = root / f"state-{label}-{rep}"
 
@@ -316,14 +328,14 @@ def overhead_phase(
         if args.profile and rep == args.repeat - 1:
             profiler = cProfile.Profile()
             profiler.enable()
-            our_runs.append(measured(run))
+            our_runs.append(measured(run, server))
             profiler.disable()
             print(f"\n-- cProfile of llmflow run in-process ({label}) --")
             stats = pstats.Stats(profiler)
             stats.sort_stats("cumulative").print_stats("llmflow/", 25)
             stats.sort_stats("tottime").print_stats(20)
         else:
-            our_runs.append(measured(run))
+            our_runs.append(measured(run, server))
         billed = emulator_call(url, "/_emulator/ledger")["totals"]["requests"]
         if billed != n:
             raise RuntimeError(f"the emulator billed {billed} requests, expected {n}")
@@ -332,18 +344,20 @@ def overhead_phase(
     print(f"\n== overhead, {label}: {n} sync requests, concurrency {c} (best of {args.repeat}) ==")
     for name, best, runs in (("plain AsyncAnthropic + Semaphore", raw, raw_runs),
                              ("llmflow run (in-process)", ours, our_runs)):  # fmt: skip
+        busy = (best[1] + best[2]) / best[0] / (os.cpu_count() or 1)
         print(f"{name:<33}: {best[0]:6.2f} s  ({n / best[0]:4.0f} req/s)"
-              f"  runs {', '.join(f'{w:.2f}' for w, _ in runs)} s;"
-              f" client CPU {1000 * min(u for _, u in runs) / n:.2f} ms/request")  # fmt: skip
+              f"  runs {', '.join(f'{w:.2f}' for w, *_ in runs)} s;"
+              f" client CPU {1000 * min(u for _, u, _ in runs) / n:.2f} ms/request;"
+              f" CPUs {busy:.0%} busy (client+emulator)")  # fmt: skip
     print(f"{'ratio llmflow / plain':<33}: {ours[0] / raw[0]:6.3f}  (target <= 1.15);"
           f" llmflow adds {1000 * (our_cpu - raw_cpu) / n:.2f} ms CPU/request")  # fmt: skip
     if cli:
         reset(url)
-        start_up = startup_seconds()
+        start_up = llmflow_cli(one_item_pipeline(pipeline), policy, url, root / "state-one")
         wall = llmflow_cli(pipeline, policy, url, root / f"state-{label}-cli")
         print(f"{'llmflow run (CLI subprocess)':<33}: {wall:6.2f} s  one run, of which"
-              f" ~{start_up:.2f} s start-up (llmflow --help); ratio {wall / raw[0]:.3f},"
-              f" {(wall - start_up) / raw[0]:.3f} without start-up")  # fmt: skip
+              f" ~{start_up:.2f} s fixed (a 1-item run); ratio {wall / raw[0]:.3f},"
+              f" {(wall - start_up) / raw[0]:.3f} without the fixed cost")  # fmt: skip
 
 
 def cache_writes(url: str) -> tuple[int, int, int, Decimal]:
@@ -440,7 +454,8 @@ def main() -> None:
         root = Path(tmp)
         proc, url = start_emulator(args.latency_ms)
         try:
-            overhead_phase(root, url, args, f"latency {args.latency_ms:g} ms", cli=not args.no_cli)
+            label = f"latency {args.latency_ms:g} ms"
+            overhead_phase(root, url, proc.pid, args, label, cli=not args.no_cli)
         finally:
             stop(proc)
         proc, url = start_emulator(args.cache_latency_ms)
@@ -451,7 +466,7 @@ def main() -> None:
         for latency in args.extra_latency_ms:
             proc, url = start_emulator(latency)
             try:
-                overhead_phase(root, url, args, f"latency {latency:g} ms", cli=False)
+                overhead_phase(root, url, proc.pid, args, f"latency {latency:g} ms", cli=False)
             finally:
                 stop(proc)
 
