@@ -320,7 +320,9 @@ def overhead_phase(
         reset(url)
         raw_runs.append(measured(lambda: raw_loop(url, bodies, c), server))
         reset(url)
-        state = root / f"state-{label}-{rep}"
+        # A fresh store per measurement: the same run id in a used store would resume
+        # (and rightly send nothing).
+        state = Path(tempfile.mkdtemp(prefix="state-", dir=root))
 
         def run(state: Path = state, rep: int = rep) -> Any:
             return llmflow_inprocess(pipeline, policy, url, state, f"bench-{rep}")
