@@ -54,8 +54,9 @@ from typing import Any
 import anthropic
 
 from llmflow.backends import open_client
-from llmflow.catalog import TokenUsage, cost, format_usd, load_catalog
+from llmflow.catalog import format_usd, load_catalog
 from llmflow.cli._logging import LogFormat, configure_logging
+from llmflow.emulator.ledger import entry_cost, entry_usage
 from llmflow.emulator.tokenizer import count_tokens
 from llmflow.executor.run import RunOutcome, RunRequest, execute
 from llmflow.planner import build_plan_async, inputs_namespace
@@ -365,23 +366,9 @@ def overhead_phase(
 def cache_writes(url: str) -> tuple[int, int, int, Decimal]:
     """(requests, writes, reads, cost) billed since the last reset."""
     ledger = emulator_call(url, "/_emulator/ledger")["requests"]
-    model = load_catalog().get(CACHE_MODEL)
-    assert model is not None
-    writes = reads = 0
-    total = Decimal(0)
-    for entry in ledger:
-        u = entry["usage"]
-        usage = TokenUsage(
-            input=u["input_tokens"],
-            cache_write_5m=u["cache_creation"]["ephemeral_5m_input_tokens"],
-            cache_write_1h=u["cache_creation"]["ephemeral_1h_input_tokens"],
-            cache_read=u["cache_read_input_tokens"],
-            output=u["output_tokens"],
-        )
-        writes += usage.cache_write > 0
-        reads += usage.cache_read > 0
-        total += cost(usage, model)
-    return len(ledger), writes, reads, total
+    writes = sum(entry_usage(e).cache_write > 0 for e in ledger)
+    reads = sum(entry_usage(e).cache_read > 0 for e in ledger)
+    return len(ledger), writes, reads, sum((entry_cost(e) for e in ledger), Decimal(0))
 
 
 async def naive_gather(url: str, bodies: list[dict[str, Any]]) -> None:

@@ -81,23 +81,15 @@ def plan(
     """
     from rich.console import Console
 
-    from llmflow.catalog import load_catalog
+    from llmflow.cli._config import load_config
     from llmflow.cli._errors import reported_errors
     from llmflow.cli._inputs import wide_console_width
     from llmflow.planner import build_plan
     from llmflow.planner.render import render_plan
-    from llmflow.spec.loader import load_pair
 
-    catalog = load_catalog()
     inputs = parse_inputs(input_values)
     with reported_errors():
-        pipeline_file, policy_file = load_pair(
-            pipeline,
-            policy,
-            is_known_model=lambda model: catalog.get(model) is not None,
-            model_ids=catalog.ids(),
-            inputs=inputs,
-        )
+        pipeline_file, policy_file, catalog = load_config(pipeline, policy, inputs)
         assert policy_file is not None  # --policy is required
         if exact_tokens:
             result = asyncio.run(_exact_plan(backend, pipeline_file, policy_file, inputs, catalog))

@@ -58,13 +58,12 @@ def run(
     """
     from rich.console import Console
 
-    from llmflow.catalog import load_catalog
     from llmflow.cli._backend import client_for
+    from llmflow.cli._config import load_config
     from llmflow.cli._progress import ProgressDisplay
     from llmflow.emulator.config import EmulatorConfig, parse_faults
     from llmflow.executor.run import RunRequest, execute
     from llmflow.planner import build_plan_async
-    from llmflow.spec.loader import load_pair
     from llmflow.tracker import RunStore, new_run_id
 
     configure_logging(log_format)
@@ -72,11 +71,7 @@ def run(
     with reported_errors():
         given = parse_inputs(inputs)
         limit = _budget(budget)
-        catalog = load_catalog()
-        pipeline_file, policy_file = load_pair(
-            pipeline, policy, is_known_model=lambda m: catalog.get(m) is not None,
-            model_ids=catalog.ids(), inputs=given,
-        )  # fmt: skip
+        pipeline_file, policy_file, catalog = load_config(pipeline, policy, given)
         assert policy_file is not None
         try:
             emulator = EmulatorConfig(

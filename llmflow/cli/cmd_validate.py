@@ -22,18 +22,11 @@ def validate(
     """
     from rich.console import Console
 
-    from llmflow.catalog import load_catalog
+    from llmflow.cli._config import load_config
     from llmflow.cli._errors import reported_errors
-    from llmflow.spec.loader import load_pair
 
-    catalog = load_catalog()
     with reported_errors():
-        pipeline_file, policy_file = load_pair(
-            pipeline,
-            policy,
-            is_known_model=lambda model: catalog.get(model) is not None,
-            model_ids=catalog.ids(),
-        )
+        pipeline_file, policy_file, _ = load_config(pipeline, policy)
     steps = pipeline_file.pipeline.steps
     what = f"{pipeline_file.display}: {len(steps)} step{'s' if len(steps) != 1 else ''}"
     if policy_file is not None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Final
+
+from llmflow.catalog import TokenUsage, cost, load_catalog
 
 _TOTAL_KEYS: Final = (
     "input_tokens",
@@ -61,3 +65,23 @@ class Ledger:
     def to_json(self) -> dict[str, Any]:
         """``{"requests": [...], "totals": {..., "requests": n}}``."""
         return {"requests": list(self._entries), "totals": {**self._totals, "requests": len(self)}}
+
+
+def entry_usage(entry: Mapping[str, Any]) -> TokenUsage:
+    """A ledger entry's usage in the billing categories llmflow's tracker records."""
+    usage = entry["usage"]
+    return TokenUsage(
+        input=usage["input_tokens"],
+        cache_write_5m=usage["cache_creation"]["ephemeral_5m_input_tokens"],
+        cache_write_1h=usage["cache_creation"]["ephemeral_1h_input_tokens"],
+        cache_read=usage["cache_read_input_tokens"],
+        output=usage["output_tokens"],
+    )
+
+
+def entry_cost(entry: Mapping[str, Any]) -> Decimal:
+    """What a ledger entry costs at catalog prices (batch entries at the batch rate)."""
+    model = load_catalog().get(str(entry["model"]))
+    if model is None:
+        raise KeyError(f"model not in the catalog: {entry['model']}")
+    return cost(entry_usage(entry), model, batch=entry["service_tier"] == "batch")

@@ -440,17 +440,17 @@ def build_plan(
     token_counter: TokenCounter | None = None,
 ) -> PlanResult:
     """Resolve, optionally count exactly, and price (sync; not inside a running loop)."""
-    resolution = resolve(
-        pipeline_file,
-        policy_file,
-        inputs=inputs,
-        catalog=catalog,
-        keep_samples=token_counter is not None,
-    )
-    exact = None
     if token_counter is not None:
-        exact = asyncio.run(count_exact(resolution, token_counter))
-    return price(resolution, exact)
+        return asyncio.run(
+            build_plan_async(
+                pipeline_file,
+                policy_file,
+                inputs=inputs,
+                catalog=catalog,
+                token_counter=token_counter,
+            )
+        )
+    return price(resolve(pipeline_file, policy_file, inputs=inputs, catalog=catalog), None)
 
 
 async def build_plan_async(

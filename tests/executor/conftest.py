@@ -14,9 +14,10 @@ import pytest
 from starlette.applications import Starlette
 
 from llmflow.backends import open_client
-from llmflow.catalog import TokenUsage, cost, load_catalog
+from llmflow.catalog import TokenUsage, load_catalog
 from llmflow.emulator.app import create_app
 from llmflow.emulator.config import EmulatorConfig
+from llmflow.emulator.ledger import entry_cost, entry_usage
 from llmflow.executor.retry import Backoff
 from llmflow.executor.run import RunOutcome, RunRequest, execute
 from llmflow.planner import build_plan_async
@@ -46,35 +47,12 @@ class Emulated:
 
 def ledger_usage(ledger: dict[str, Any]) -> TokenUsage:
     """What the emulator billed, as the tracker's categories."""
-    total = TokenUsage()
-    for entry in ledger["requests"]:
-        u = entry["usage"]
-        total += TokenUsage(
-            input=u["input_tokens"],
-            cache_write_5m=u["cache_creation"]["ephemeral_5m_input_tokens"],
-            cache_write_1h=u["cache_creation"]["ephemeral_1h_input_tokens"],
-            cache_read=u["cache_read_input_tokens"],
-            output=u["output_tokens"],
-        )
-    return total
+    return sum((entry_usage(e) for e in ledger["requests"]), TokenUsage())
 
 
 def ledger_cost(ledger: dict[str, Any]) -> Decimal:
     """What the emulator billed, priced with the catalog."""
-    total = Decimal(0)
-    for entry in ledger["requests"]:
-        u = entry["usage"]
-        usage = TokenUsage(
-            input=u["input_tokens"],
-            cache_write_5m=u["cache_creation"]["ephemeral_5m_input_tokens"],
-            cache_write_1h=u["cache_creation"]["ephemeral_1h_input_tokens"],
-            cache_read=u["cache_read_input_tokens"],
-            output=u["output_tokens"],
-        )
-        model = CATALOG.get(entry["model"])
-        assert model is not None
-        total += cost(usage, model, batch=entry["service_tier"] == "batch")
-    return total
+    return sum((entry_cost(e) for e in ledger["requests"]), Decimal(0))
 
 
 def summary_usage(outcome: RunOutcome) -> TokenUsage:

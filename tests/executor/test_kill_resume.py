@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from llmflow.catalog import TokenUsage, cost, load_catalog
+from llmflow.emulator.ledger import entry_usage
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "executor"
@@ -193,17 +194,6 @@ def _finish(proc: Process, log: Path) -> None:
     assert code == 0, f"resumed run exited {code}:\n{log.read_text()[-3000:]}"
 
 
-def _usage(entry: dict[str, Any]) -> TokenUsage:
-    u = entry["usage"]
-    return TokenUsage(
-        input=u["input_tokens"],
-        cache_write_5m=u["cache_creation"]["ephemeral_5m_input_tokens"],
-        cache_write_1h=u["cache_creation"]["ephemeral_1h_input_tokens"],
-        cache_read=u["cache_read_input_tokens"],
-        output=u["output_tokens"],
-    )
-
-
 _STORE_USAGE = (
     "SELECT key, request_id, mode, input_tokens, cache_write_5m, cache_write_1h, cache_read,"
     " output_tokens FROM usage WHERE run_id = ?"
@@ -253,7 +243,7 @@ def test_sync_kill_resume_bills_every_request_once(
     ledger = fresh.ledger()
     assert {e["model"] for e in ledger} == {MODEL}
     assert {e["service_tier"] for e in ledger} == {"standard"}
-    billed = {e["request_id"]: _usage(e) for e in ledger}
+    billed = {e["request_id"]: entry_usage(e) for e in ledger}
     assert len(billed) == len(ledger)
     # Only responses in flight at the kill may have been paid without being recorded.
     assert ITEMS <= len(ledger) <= ITEMS + len(in_flight) <= ITEMS + MAX_CONCURRENCY
@@ -312,7 +302,7 @@ def test_batch_kill_resume_polls_instead_of_resubmitting(
     assert len(ledger) == ITEMS
     assert {e["service_tier"] for e in ledger} == {"batch"}
     assert {e.get("batch_id") for e in ledger} == {batch_id}
-    billed = {e["custom_id"]: _usage(e) for e in ledger}
+    billed = {e["custom_id"]: entry_usage(e) for e in ledger}
     assert len(billed) == ITEMS
     recorded = {key: (mode, usage) for key, _, mode, usage in _store_usage(db)}
     assert recorded == {key: ("batch", usage) for key, usage in billed.items()}
