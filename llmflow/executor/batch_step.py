@@ -216,6 +216,7 @@ class BatchStep:
             _log.error("batch.lost", step=route.step_id, batch_id=batch_id, requests=len(pending))
             reservations = {k: p.reservation for k, p in pending.items() if p.reservation}
             ctx.tracker.batch_ended(batch_id, reservations, status="lost")
+            ctx.settled()
             return _Outcome(
                 [(k, p.index, p.params) for k, p in pending.items() if p.params is not None]
             )
@@ -264,6 +265,7 @@ class BatchStep:
         ctx.tracker.record_batch(completed, failed)
         reservations = {k: p.reservation for k, p in pending.items() if p.reservation is not None}
         ctx.tracker.batch_ended(batch_id, reservations, status=batch.processing_status)
+        ctx.settled()
         return _Outcome(retry)
 
     async def _wait(self, batch_id: str) -> MessageBatch | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -95,6 +96,7 @@ class RunContext:
     stop_reason: StopReason | None = None
     backend_error: BaseException | None = None
     _steps_namespace: dict[str, dict[str, Any]] | None = None
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def stopping(self) -> bool:
@@ -106,6 +108,25 @@ class RunContext:
         if self.stop_reason is None:
             self.stop_reason = reason
             _log.warning("run.stopping", run_id=self.tracker.run_id, reason=reason)
+
+    def settled(self) -> None:
+        """A reservation was settled or released: wake dispatchers waiting for headroom."""
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+    async def headroom_or_stop(self, route: StepRoute) -> bool:
+        """A dispatch was refused by the budget: True when it may be tried again.
+
+        While requests are in flight their reservations (upper bounds) will shrink to
+        actual costs, so wait for one to settle; with nothing in flight, downgrade once
+        if the policy allows it, else stop the run (resumable, exit 3).
+        """
+        if self.stopping:
+            return False
+        if self.tracker.budget.open_reservations > 0:
+            await self._settled.wait()
+            return not self.stopping
+        return self.on_budget_exceeded(route)
 
     def on_budget_exceeded(self, route: StepRoute) -> bool:
         """``on_exceed`` of the policy: True when the step was downgraded (try again)."""

@@ -55,12 +55,14 @@ class SyncStep:
         try:
             for index, key, item in items:
                 await self.slots.acquire()
-                if self.ctx.stopping:
-                    self.slots.release()
-                    break
-                try:
-                    sent = self._dispatch(index, key, item)
-                except BudgetExceeded:
+                sent = None
+                while sent is None and not self.ctx.stopping:
+                    try:
+                        sent = self._dispatch(index, key, item)
+                    except BudgetExceeded:
+                        if not await self.ctx.headroom_or_stop(self.route):
+                            break
+                if sent is None:
                     self.slots.release()
                     break
                 task = asyncio.create_task(self._send(index, key, sent))
@@ -72,23 +74,23 @@ class SyncStep:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     def _dispatch(self, index: int, key: str, item: Any) -> _Dispatched:
-        """Render and reserve; on BudgetExceeded downgrade once or stop the run."""
-        while True:
-            route = self.route
-            model, tier = route.model, route.tier  # a later downgrade must not relabel this one
-            params = route.params(self.ctx.context_for(item))
-            upper = request_max_cost(params, model, batch=False)
-            try:
-                reservation = self.ctx.tracker.dispatch(
-                    route.step_id, key, index,
-                    model=model.id, tier=tier, mode="sync", upper_bound=upper,
-                )  # fmt: skip
-                return _Dispatched(params, reservation, model, tier)
-            except BudgetExceeded:
-                if not self.ctx.on_budget_exceeded(route):
-                    raise
+        """Render and reserve the request's upper bound (raises BudgetExceeded)."""
+        route = self.route
+        model, tier = route.model, route.tier  # a later downgrade must not relabel this one
+        params = route.params(self.ctx.context_for(item))
+        upper = request_max_cost(params, model, batch=False)
+        reservation = self.ctx.tracker.dispatch(
+            route.step_id, key, index, model=model.id, tier=tier, mode="sync", upper_bound=upper
+        )
+        return _Dispatched(params, reservation, model, tier)
 
     async def _send(self, index: int, key: str, sent: _Dispatched) -> None:
+        try:
+            await self._attempts(index, key, sent)
+        finally:
+            self.ctx.settled()
+
+    async def _attempts(self, index: int, key: str, sent: _Dispatched) -> None:
         ctx, route = self.ctx, self.route
         params: dict[str, Any] = sent.params
         reservation: Reservation | None = sent.reservation
