@@ -128,6 +128,8 @@ class SyncStep:
                         )
                         ctx.stop("backend")
                     error = f"{failure.status or ''} {failure.error_type}: {failure.message}"
+                    if leader and prefix_key is not None:
+                        self.gate.failed(prefix_key)  # the next waiter leads
                     ctx.tracker.record_failure(
                         route.step_id, key, index, error=error.strip(), reservation=reservation
                     )

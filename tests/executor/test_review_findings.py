@@ -1,0 +1,121 @@
+"""Regression tests for executor bugs found in review; each names the bug it pins down.
+
+Runs go through the in-process emulator, wrapped where a test needs the API to answer
+one particular request badly. Every run is bounded by ``_BOUND`` seconds so a
+regression shows up as a failure, not a hung suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmflow.emulator.config import EmulatorConfig
+from llmflow.executor.retry import Backoff
+from llmflow.executor.run import RunOutcome, RunRequest, execute
+from llmflow.planner import build_plan_async
+from llmflow.spec.loader import load_pair
+from llmflow.tracker import RunStore
+
+from .conftest import CATALOG, Emulated  # type: ignore[import-not-found]
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "review"
+_BOUND = 20.0  # seconds: a hang guard, not a timing assertion
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+Asgi = Callable[[Scope, Receive, Send], Any]
+
+
+class Faulty:
+    """An ASGI wrapper that answers chosen ``POST /v1/messages`` calls with an error."""
+
+    def __init__(self, app: Asgi, fail: Callable[[int], tuple[int, str, bool] | None]) -> None:
+        self.app = app
+        self.fail = fail  # call number (from 1) -> (status, error type, retryable) or None
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["method"], scope["path"]) == ("POST", "/v1/messages"):
+            self.calls += 1
+            verdict = self.fail(self.calls)
+            if verdict is not None:
+                await _error(send, *verdict)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _error(send: Send, status: int, error_type: str, retryable: bool) -> None:
+    body = json.dumps(
+        {"type": "error", "error": {"type": error_type, "message": "injected"}, "request_id": "x"}
+    ).encode()
+    should_retry = b"true" if retryable else b"false"
+    headers = [(b"content-type", b"application/json"), (b"x-should-retry", should_retry)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _run(
+    emu: Emulated,
+    pipeline: str,
+    state: Path,
+    *,
+    policy: str = "policy.yaml",
+    run_id: str = "r1",
+    budget: Decimal | None = None,
+    interrupt: asyncio.Event | None = None,
+) -> RunOutcome:
+    pipeline_file, policy_file = load_pair(FIXTURES / pipeline, FIXTURES / policy, inputs={})
+    assert policy_file is not None
+    plan = await build_plan_async(pipeline_file, policy_file, inputs={}, catalog=CATALOG)
+    client = emu.client()
+    store = RunStore.open(state)
+    try:
+        request = RunRequest(
+            pipeline_file, policy_file, plan, CATALOG, client, store, run_id, {},
+            budget_usd=budget, backoff=Backoff(base_seconds=0.001, max_seconds=0.01),
+        )  # fmt: skip
+        return await asyncio.wait_for(execute(request, interrupt=interrupt), _BOUND)
+    finally:
+        await client.close()
+        store.close()
+
+
+def _step_counts(outcome: RunOutcome) -> dict[str, tuple[int, int]]:
+    summary = json.loads(outcome.summary_path.read_text())
+    return {s["id"]: (s["succeeded"], s["failed"]) for s in summary["steps"]}
+
+
+@pytest.mark.parametrize(
+    "status,error_type,attempts",
+    [(400, "invalid_request_error", 1), (529, "overloaded_error", 3)],  # 3 = max_attempts
+)
+async def test_followers_do_not_hang_when_the_warm_leader_fails_for_good(
+    emulated: Callable[[EmulatorConfig], Emulated],
+    tmp_path: Path,
+    status: int,
+    error_type: str,
+    attempts: int,
+) -> None:
+    """Bug: a cache-warm leader that failed for good (a non-retryable error, or retries
+    exhausted) returned without opening or handing over the gate: every follower
+    waited forever and the run never ended."""
+    emu = emulated(EmulatorConfig(latency_ms=5))
+    # the leader goes alone: calls 1..attempts are its attempts (400: not retried;
+    # 529: retried until limits.max_attempts, then it fails for good)
+    faulty = Faulty(
+        emu.app, lambda n: (status, error_type, status >= 500) if n <= attempts else None
+    )
+    outcome = await _run(Emulated(faulty), "fanout.yaml", tmp_path / "state")  # type: ignore[arg-type]
+    assert outcome.status == "partial" and outcome.exit_code == 1
+    assert _step_counts(outcome) == {"answer": (5, 1)}
+    ledger = await emu.ledger()
+    writes = [e for e in ledger["requests"] if e["usage"]["cache_creation_input_tokens"] > 0]
+    assert len(ledger["requests"]) == 5 and len(writes) == 1  # a follower took over the lead
