@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anthropic
 import structlog
@@ -212,6 +212,11 @@ class BatchStep:
         """Poll until the batch ends, then record every result."""
         ctx, route = self.ctx, self.route
         batch = await self._wait(batch_id)
+        if batch == "interrupted":  # it stays open in the run store: a resume polls it
+            _log.warning("batch.left_in_flight", step=route.step_id, batch_id=batch_id)
+            ctx.tracker.release(p.reservation for p in pending.values() if p.reservation)
+            ctx.settled()
+            return _Outcome([])
         if batch is None:  # the API no longer knows it: its requests are sent again
             _log.error("batch.lost", step=route.step_id, batch_id=batch_id, requests=len(pending))
             reservations = {k: p.reservation for k, p in pending.items() if p.reservation}
@@ -268,11 +273,14 @@ class BatchStep:
         ctx.settled()
         return _Outcome(retry)
 
-    async def _wait(self, batch_id: str) -> MessageBatch | None:
-        """The ended batch, polled with backoff; None when the API does not know it."""
+    async def _wait(self, batch_id: str) -> MessageBatch | Literal["interrupted"] | None:
+        """The ended batch, polled with backoff; None when the API does not know it;
+        "interrupted" when the run was interrupted first (the batch goes on)."""
         limits = self.ctx.policy.limits
         delay = limits.batch_poll_seconds
         while True:
+            if self.ctx.interrupted:
+                return "interrupted"
             try:
                 batch = await self.ctx.client.messages.batches.retrieve(batch_id)
             except anthropic.NotFoundError:
@@ -283,7 +291,7 @@ class BatchStep:
                 "batch.polled", batch_id=batch_id, status=batch.processing_status,
                 processing=batch.request_counts.processing, next_poll=delay,
             )  # fmt: skip
-            await asyncio.sleep(delay)
+            await self.ctx.pause(delay, interrupt_only=True)  # a budget stop still collects
             delay = min(delay * 2, limits.batch_poll_max_seconds)
 
 

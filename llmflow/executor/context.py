@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -97,6 +98,8 @@ class RunContext:
     backend_error: BaseException | None = None
     _steps_namespace: dict[str, dict[str, Any]] | None = None
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    _interrupted: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def stopping(self) -> bool:
@@ -105,9 +108,26 @@ class RunContext:
 
     def stop(self, reason: StopReason) -> None:
         """Dispatch nothing more; in-flight work settles and is recorded."""
+        if reason == "interrupted":
+            self._interrupted.set()  # even after another stop: it ends batch polling
         if self.stop_reason is None:
             self.stop_reason = reason
+            self._stopped.set()
             _log.warning("run.stopping", run_id=self.tracker.run_id, reason=reason)
+
+    @property
+    def interrupted(self) -> bool:
+        """True once the run was interrupted (whatever stopped it first)."""
+        return self._interrupted.is_set()
+
+    async def pause(self, seconds: float, *, interrupt_only: bool = False) -> None:
+        """Sleep ``seconds``, or less if the run starts stopping (or, with
+        ``interrupt_only``, is interrupted) meanwhile."""
+        event = self._interrupted if interrupt_only else self._stopped
+        if event.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
 
     def settled(self) -> None:
         """A reservation was settled or released: wake dispatchers waiting for headroom."""

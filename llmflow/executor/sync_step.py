@@ -120,8 +120,9 @@ class SyncStep:
                             "request.retry", step=route.step_id, item=index, attempt=attempt,
                             status=failure.status, error_type=failure.error_type, delay=delay,
                         )  # fmt: skip
-                        await asyncio.sleep(delay)
-                        continue
+                        await ctx.pause(delay)
+                        if not ctx.stopping:
+                            continue
                     if failure.status is None and not self.any_success and retry:
                         ctx.backend_error = BackendUnreachable(
                             f"cannot reach the API: {failure.message}"

@@ -58,6 +58,8 @@ async def _error(send: Send, status: int, error_type: str, retryable: bool) -> N
     ).encode()
     should_retry = b"true" if retryable else b"false"
     headers = [(b"content-type", b"application/json"), (b"x-should-retry", should_retry)]
+    if status == 429:
+        headers.append((b"retry-after", b"5"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -71,6 +73,7 @@ async def _run(
     run_id: str = "r1",
     budget: Decimal | None = None,
     interrupt: asyncio.Event | None = None,
+    backoff: Backoff | None = None,
 ) -> RunOutcome:
     pipeline_file, policy_file = load_pair(FIXTURES / pipeline, FIXTURES / policy, inputs={})
     assert policy_file is not None
@@ -80,9 +83,15 @@ async def _run(
     try:
         request = RunRequest(
             pipeline_file, policy_file, plan, CATALOG, client, store, run_id, {},
-            budget_usd=budget, backoff=Backoff(base_seconds=0.001, max_seconds=0.01),
+            budget_usd=budget, backoff=backoff or Backoff(base_seconds=0.001, max_seconds=0.01),
         )  # fmt: skip
-        return await asyncio.wait_for(execute(request, interrupt=interrupt), _BOUND)
+        run = asyncio.create_task(execute(request, interrupt=interrupt))
+        done, _ = await asyncio.wait({run}, timeout=_BOUND)
+        if not done:  # execute() ends "interrupted" when cancelled: do not mistake that
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            raise AssertionError(f"the run did not end within {_BOUND} s")
+        return run.result()
     finally:
         await client.close()
         store.close()
@@ -119,3 +128,65 @@ async def test_followers_do_not_hang_when_the_warm_leader_fails_for_good(
     ledger = await emu.ledger()
     writes = [e for e in ledger["requests"] if e["usage"]["cache_creation_input_tokens"] > 0]
     assert len(ledger["requests"]) == 5 and len(writes) == 1  # a follower took over the lead
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``condition`` holds."""
+    for _ in range(int(_BOUND / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+async def test_an_interrupt_during_a_retry_wait_sends_nothing_more(
+    emulated: Callable[[EmulatorConfig], Emulated], tmp_path: Path
+) -> None:
+    """Bug: a request waiting out a 429's retry-after slept the whole delay after the
+    run was interrupted, then sent another (billable) attempt anyway."""
+    emu = emulated(EmulatorConfig())
+    faulty = Faulty(emu.app, lambda n: (429, "rate_limit_error", True) if n == 1 else None)
+    interrupt = asyncio.Event()
+    run = asyncio.create_task(
+        _run(
+            Emulated(faulty),  # type: ignore[arg-type]
+            "single.yaml",
+            tmp_path / "state",
+            interrupt=interrupt,
+            backoff=Backoff(max_seconds=60),  # honour retry-after: 5 s
+        )
+    )
+    await _until(lambda: faulty.calls == 1)
+    await asyncio.sleep(0.1)  # the 429 is being waited out (if not yet: same expectation)
+    interrupt.set()
+    outcome = await run
+    assert outcome.status == "interrupted" and outcome.exit_code == 130
+    assert faulty.calls == 1  # no attempt after the interrupt
+    assert _step_counts(outcome) == {"answer": (0, 1)}  # recorded, resumable
+    resumed = await _run(emu, "single.yaml", tmp_path / "state")
+    assert resumed.status == "succeeded" and len((await emu.ledger())["requests"]) == 1
+
+
+async def test_an_interrupt_while_a_batch_is_processing_ends_the_run_and_resume_polls_it(
+    emulated: Callable[[EmulatorConfig], Emulated], tmp_path: Path
+) -> None:
+    """Bug: an interrupted run kept polling its in-flight batch until the batch ended
+    (up to 24 h): Ctrl-C / SIGTERM could not stop ``llmflow run``."""
+    now = [1_000_000.0]
+    emu = emulated(EmulatorConfig(batch_seconds=3600, clock=lambda: now[0]))
+    interrupt = asyncio.Event()
+    state = tmp_path / "state"
+    run = asyncio.create_task(_run(emu, "batch.yaml", state, interrupt=interrupt))
+    store = RunStore.open(state)
+    try:
+        await _until(lambda: bool(store.batches("r1")))
+    finally:
+        store.close()
+    interrupt.set()
+    outcome = await run
+    assert outcome.status == "interrupted" and outcome.exit_code == 130
+    now[0] += 3601  # the batch ends while no run is watching
+    resumed = await _run(emu, "batch.yaml", state)
+    assert resumed.status == "succeeded" and _step_counts(resumed) == {"classify": (6, 0)}
+    ledger = await emu.ledger()
+    assert len(ledger["requests"]) == 6  # polled on resume, not submitted again
