@@ -69,7 +69,8 @@ class BatchStep:
         priced on the tier the batch was submitted on (a downgrade may have happened).
         """
         ctx = self.ctx
-        reservations = ctx.tracker.resume_reservations()
+        batches = list(batches)
+        reservations = ctx.tracker.resume_reservations(batch_id for batch_id, _, _ in batches)
 
         def priced_on(tier: str | None) -> tuple[ModelInfo, str]:
             if tier is None or tier == self.route.tier:

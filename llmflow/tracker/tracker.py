@@ -200,10 +200,17 @@ class Tracker:
         )
         _log.info("batch.submitted", step=step_id, batch_id=batch_id, requests=len(requests))
 
-    def resume_reservations(self) -> dict[str, Reservation]:
-        """Re-reserve (forced: the money is committed) what open batches still owe."""
+    def resume_reservations(self, batch_ids: Iterable[str] | None = None) -> dict[str, Reservation]:
+        """Re-reserve (forced: the money is committed) what open batches still owe.
+
+        ``batch_ids`` limits it to those batches (the caller settles what it reserves:
+        a step resuming its own batches must not reserve another step's).
+        """
+        wanted = None if batch_ids is None else set(batch_ids)
         out: dict[str, Reservation] = {}
         for batch in self.store.open_batches(self.run_id):
+            if wanted is not None and batch.batch_id not in wanted:
+                continue
             pending = self.store.batch_in_flight(self.run_id, batch.batch_id)
             if not pending:
                 continue

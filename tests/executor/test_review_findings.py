@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from llmflow.emulator.config import EmulatorConfig
 from llmflow.executor.retry import Backoff
@@ -190,3 +191,33 @@ async def test_an_interrupt_while_a_batch_is_processing_ends_the_run_and_resume_
     assert resumed.status == "succeeded" and _step_counts(resumed) == {"classify": (6, 0)}
     ledger = await emu.ledger()
     assert len(ledger["requests"]) == 6  # polled on resume, not submitted again
+
+
+async def test_resuming_two_batch_steps_of_a_wave_leaks_no_reservation(
+    emulated: Callable[[EmulatorConfig], Emulated], tmp_path: Path
+) -> None:
+    """Bug: each batch step's resume re-reserved the open batches of *every* step of the
+    run, and settled only its own: the other steps' copies stayed reserved for the
+    rest of the run (shrinking its budget, and a refused dispatch waited for them to
+    settle, which never happens)."""
+    now = [1_000_000.0]
+    emu = emulated(EmulatorConfig(batch_seconds=3600, clock=lambda: now[0]))
+    interrupt = asyncio.Event()
+    state = tmp_path / "state"
+    run = asyncio.create_task(_run(emu, "two_batches.yaml", state, interrupt=interrupt))
+    store = RunStore.open(state)
+    try:
+        await _until(lambda: len(store.batches("r1")) == 2)
+    finally:
+        store.close()
+    interrupt.set()
+    assert (await run).status == "interrupted"
+    now[0] += 3601
+    # $0.003 covers the batches' cost (~$0.0005) plus digest's upper bound (~$0.0017),
+    # not also the leaked copies of the batches' upper bounds (~$0.0015)
+    with structlog.testing.capture_logs() as logs:
+        resumed = await _run(emu, "two_batches.yaml", state, budget=Decimal("0.003"))
+    assert resumed.status == "succeeded", resumed
+    assert _step_counts(resumed) == {"label": (6, 0), "product": (6, 0), "digest": (1, 0)}
+    assert [e for e in logs if e["event"] == "budget.unsettled_at_finish"] == []
+    assert len((await emu.ledger())["requests"]) == 13  # each request billed once
