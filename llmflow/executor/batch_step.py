@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, Literal, cast
 
 import anthropic
+import httpx2
 import structlog
 from anthropic.types.messages import MessageBatch
 
@@ -24,6 +25,7 @@ from llmflow.errors import BudgetExceeded
 from llmflow.executor.chunking import chunk_requests
 from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.responses import output_of, ttl_of, usage_of
+from llmflow.executor.retry import Verdict, classify, raise_if_fatal
 from llmflow.planner import request_max_cost, tier_model
 from llmflow.tracker import Completed, Failed, Reservation
 
@@ -286,6 +288,18 @@ class BatchStep:
                 batch = await self.ctx.client.messages.batches.retrieve(batch_id)
             except anthropic.NotFoundError:
                 return None
+            except (anthropic.APIError, httpx2.TransportError, TimeoutError) as exc:
+                failure = classify(exc)  # polling is free: transient trouble is waited out
+                raise_if_fatal(failure)
+                if failure.verdict is not Verdict.RETRY:
+                    raise
+                _log.warning(
+                    "batch.poll_failed", batch_id=batch_id, status=failure.status,
+                    error_type=failure.error_type, next_poll=delay,
+                )  # fmt: skip
+                await self.ctx.pause(max(delay, failure.retry_after or 0), interrupt_only=True)
+                delay = min(delay * 2, limits.batch_poll_max_seconds)
+                continue
             if batch.processing_status == "ended":
                 return batch
             _log.info(

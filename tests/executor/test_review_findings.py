@@ -38,13 +38,21 @@ Asgi = Callable[[Scope, Receive, Send], Any]
 class Faulty:
     """An ASGI wrapper that answers chosen ``POST /v1/messages`` calls with an error."""
 
-    def __init__(self, app: Asgi, fail: Callable[[int], tuple[int, str, bool] | None]) -> None:
+    def __init__(
+        self,
+        app: Asgi,
+        fail: Callable[[int], tuple[int, str, bool] | None],
+        matches: Callable[[str, str], bool] = lambda method, path: (
+            (method, path) == ("POST", "/v1/messages")
+        ),
+    ) -> None:
         self.app = app
         self.fail = fail  # call number (from 1) -> (status, error type, retryable) or None
+        self.matches = matches  # (method, path) -> whether the call counts
         self.calls = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["method"], scope["path"]) == ("POST", "/v1/messages"):
+        if scope["type"] == "http" and self.matches(scope["method"], scope["path"]):
             self.calls += 1
             verdict = self.fail(self.calls)
             if verdict is not None:
@@ -221,3 +229,20 @@ async def test_resuming_two_batch_steps_of_a_wave_leaks_no_reservation(
     assert _step_counts(resumed) == {"label": (6, 0), "product": (6, 0), "digest": (1, 0)}
     assert [e for e in logs if e["event"] == "budget.unsettled_at_finish"] == []
     assert len((await emu.ledger())["requests"]) == 13  # each request billed once
+
+
+async def test_a_transient_error_while_polling_a_batch_is_retried(
+    emulated: Callable[[EmulatorConfig], Emulated], tmp_path: Path
+) -> None:
+    """Bug: the client has no SDK retries, and batch polling had none of its own: one
+    500/529 on a poll (likely over a batch's hours) crashed ``llmflow run`` with a
+    traceback, no summary and the run left 'running'."""
+    emu = emulated(EmulatorConfig(batch_seconds=0))
+
+    def is_poll(method: str, path: str) -> bool:
+        return method == "GET" and path.startswith("/v1/messages/batches/msgbatch")
+
+    faulty = Faulty(emu.app, lambda n: (529, "overloaded_error", True) if n <= 2 else None, is_poll)
+    outcome = await _run(Emulated(faulty), "batch.yaml", tmp_path / "state")  # type: ignore[arg-type]
+    assert outcome.status == "succeeded" and _step_counts(outcome) == {"classify": (6, 0)}
+    assert faulty.calls >= 3 and len((await emu.ledger())["requests"]) == 6
