@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
+import shutil
 import signal
-from decimal import Decimal, InvalidOperation
+import sys
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,20 +112,20 @@ def run(
             outcome = asyncio.run(main())
         finally:
             store.close()
-    _finish(
-        console,
-        outcome,
-        _resume_command(pipeline, policy, backend.value, the_run_id, state_dir, inputs),
-    )
+    resume = ResumeArgs(
+        pipeline, policy, backend.value, the_run_id, state_dir, inputs, budget=budget,
+        log_format=log_format.value,
+    )  # fmt: skip
+    _finish(console, outcome, resume)
 
 
-def _finish(console: Console, outcome: RunOutcome, resume: str) -> None:
+def _finish(console: Console, outcome: RunOutcome, resume: ResumeArgs) -> None:
     total = outcome.summary.total
     baseline = format_usd(total.cost_baseline) if total.cost_baseline is not None else "n/a"
     console.print(
         f"run {outcome.run_id}: {outcome.status} · cost ${format_usd(total.cost)}"
         f" (plan ${format_usd(total.plan_cost_expected or Decimal(0))}, baseline ${baseline},"
-        f" saved {total.savings_pct}%) · cache hit {float(total.cache_hit_ratio):.1%}",
+        f" {_savings(total.savings_pct)}) · cache hit {float(total.cache_hit_ratio):.1%}",
         markup=False,
     )
     for alert in outcome.summary.budget.alerts:
@@ -129,21 +133,88 @@ def _finish(console: Console, outcome: RunOutcome, resume: str) -> None:
     console.print(f"summary: {outcome.summary_path}", markup=False)
     if outcome.error is not None:
         stderr.print(f"error: {outcome.error}", markup=False)
+    if outcome.status == "budget_stopped":
+        _explain_budget_stop(outcome, resume)
     if outcome.status in ("partial", "budget_stopped", "interrupted", "failed"):
-        stderr.print(f"resume with: {resume}", markup=False)
+        stderr.print(f"resume with: {resume.command()}", markup=False)
     raise typer.Exit(outcome.exit_code)
 
 
-def _resume_command(
-    pipeline: Path, policy: Path, backend: str, run_id: str, state_dir: Path, inputs: list[str]
-) -> str:
-    parts = ["llmflow", "run", str(pipeline), "--policy", str(policy), "--backend", backend]
-    parts += ["--run-id", run_id]
-    if state_dir != Path(".llmflow"):
-        parts += ["--state-dir", str(state_dir)]
-    for item in inputs:
-        parts += ["--input", item]
-    return shlex.join(parts)
+def _savings(pct: Decimal | None) -> str:
+    if pct is None:
+        return "saved n/a"
+    if pct < 0:
+        return f"{-pct}% over baseline"
+    return f"saved {pct}%"
+
+
+def _explain_budget_stop(outcome: RunOutcome, resume: ResumeArgs) -> None:
+    """Say why the run stopped and give the resume command a budget that can finish it."""
+    summary = outcome.summary
+    limit = summary.budget.limit
+    plan_max = summary.total.plan_cost_max
+    per_run = f"the ${format_usd(limit)} per-run limit" if limit is not None else "a limit"
+    stderr.print(
+        f"stopped by the budget after ${format_usd(summary.budget.spent)}: the next request's"
+        f" upper-bound cost would have passed {per_run} (or a per-day/per-month one)",
+        markup=False,
+    )
+    if limit is not None and plan_max is not None and limit < plan_max:
+        # The plan's max is a true upper bound of the whole run: a per-run budget of that
+        # much lets the resumed run finish (period budgets still apply).
+        resume.budget = format_usd(plan_max.quantize(Decimal("0.01"), rounding=ROUND_CEILING))
+        stderr.print(
+            f"the plan's max cost is ${format_usd(plan_max)}: the command below resumes with"
+            f" --budget {resume.budget}; lower it to spend less",
+            markup=False,
+        )
+
+
+@dataclass
+class ResumeArgs:
+    """The options of this ``llmflow run`` that a resume must repeat."""
+
+    pipeline: Path
+    policy: Path
+    backend: str
+    run_id: str
+    state_dir: Path
+    inputs: list[str]
+    budget: str | None = None
+    log_format: str = LogFormat.console.value
+
+    def command(self) -> str:
+        parts = [_program(), "run", str(self.pipeline), "--policy", str(self.policy)]
+        parts += ["--backend", self.backend, "--run-id", self.run_id]
+        if self.state_dir != Path(".llmflow"):
+            parts += ["--state-dir", str(self.state_dir)]
+        for item in self.inputs:
+            parts += ["--input", item]
+        if self.budget is not None:
+            parts += ["--budget", self.budget]
+        if self.log_format != LogFormat.console.value:
+            parts += ["--log-format", self.log_format]
+        return shlex.join(parts)
+
+
+def _program() -> str:
+    """How the user can call llmflow again from this directory.
+
+    ``llmflow`` when it is on PATH; ``uv run llmflow`` under ``uv run``; else the path
+    this process was started as (e.g. ``.venv/bin/llmflow``).
+    """
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "llmflow":  # started some other way (python -m, tests)
+        return "llmflow"
+    if os.environ.get("UV_RUN_RECURSION_DEPTH"):
+        return "uv run llmflow"
+    on_path = shutil.which("llmflow")
+    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
+        return "llmflow"
+    try:
+        return str(Path(argv0).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path(argv0).resolve())
 
 
 def _budget(text: str | None) -> Decimal | None:
