@@ -10,7 +10,7 @@ expired requests are resubmitted up to ``limits.batch_attempts`` times.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -18,10 +18,10 @@ from typing import Any, Literal, cast
 import anthropic
 import httpx2
 import structlog
-from anthropic.types.messages import MessageBatch
+from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 
 from llmflow.catalog import ModelInfo
-from llmflow.errors import BudgetExceeded
+from llmflow.errors import BackendError, BudgetExceeded
 from llmflow.executor.chunking import chunk_requests
 from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.responses import output_of, ttl_of, usage_of
@@ -34,6 +34,7 @@ _log = structlog.get_logger("llmflow.executor")
 #: Errored result types worth another submission.
 RETRYABLE_ERRORS = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
 _PAGE = 500
+_RESULT_ATTEMPTS = 8  # reading results is free: transient trouble is waited out
 
 
 @dataclass
@@ -191,12 +192,12 @@ class BatchStep:
                 ctx.stop("budget")
             return None
         try:
-            batch: MessageBatch = await ctx.client.messages.batches.create(
-                requests=cast(Any, [{"custom_id": k, "params": p} for k, _, p in head])
-            )
+            batch = await self._create(head, reservations)
         except BaseException:
             tracker.release(reservations.values())
             raise
+        if batch is None:
+            return None
         tracker.batch_submitted(
             route.step_id, batch.id, reserved, model=route.model.id, tier=route.tier
         )
@@ -207,6 +208,47 @@ class BatchStep:
         if rest and ctx.stopping is False and fitting < len(priced):
             ctx.stop("budget")
         return (batch.id, pending), rest
+
+    async def _create(
+        self, head: list[tuple[str, int, dict[str, Any]]], reservations: dict[str, Reservation]
+    ) -> MessageBatch | None:
+        """POST the batch, retrying only failures after which no batch can exist.
+
+        A failure after which one may exist (a timeout once the body was sent) cannot be
+        retried without risking paying twice: its requests count as possibly billed and
+        fail (resumable), the run stops, and None is returned.
+        """
+        ctx, route = self.ctx, self.route
+        body = cast(Any, [{"custom_id": k, "params": p} for k, _, p in head])
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                batch: MessageBatch = await ctx.client.messages.batches.create(requests=body)
+                return batch
+            except (anthropic.APIError, httpx2.TransportError, TimeoutError) as exc:
+                failure = classify(exc)
+                raise_if_fatal(failure)
+                if failure.maybe_billed:
+                    _log.error("batch.create_ambiguous", step=route.step_id, requests=len(head))
+                    for key, index, _ in head:
+                        ctx.tracker.record_possibly_billed(
+                            route.step_id, key, index, reservations.pop(key), error=failure.message
+                        )
+                        ctx.tracker.record_failure(
+                            route.step_id, key, index, reservation=None,
+                            error=f"batch create failed ambiguously: {failure.message}",
+                        )  # fmt: skip
+                    ctx.stop("backend")
+                    ctx.settled()
+                    return None
+                retry = failure.verdict is Verdict.RETRY
+                if not retry or attempt >= ctx.policy.limits.max_attempts or ctx.stopping:
+                    raise BackendError(
+                        f"cannot create a message batch: {failure.status or ''}"
+                        f" {failure.error_type}: {failure.message}"
+                    ) from exc
+                await ctx.pause(ctx.backoff.delay(attempt, failure))
 
     def _repriced(self, params: dict[str, Any]) -> dict[str, Any]:
         return {**params, "model": self.route.model.id}
@@ -232,8 +274,7 @@ class BatchStep:
         completed: list[Completed] = []
         failed: list[Failed] = []
         seen: set[str] = set()
-        results = await ctx.client.messages.batches.results(batch_id)
-        async for entry in results:
+        async for entry in self._results(batch_id):
             key = entry.custom_id
             waiting = pending.get(key)
             if waiting is None or key in seen:
@@ -275,6 +316,26 @@ class BatchStep:
         ctx.tracker.batch_ended(batch_id, reservations, status=batch.processing_status)
         ctx.settled()
         return _Outcome(retry)
+
+    async def _results(self, batch_id: str) -> AsyncIterator[MessageBatchIndividualResponse]:
+        """The batch's results; a transient failure part-way fetches them again (the
+        caller skips custom_ids it has already taken)."""
+        attempt = 0
+        while True:
+            try:
+                async for entry in await self.ctx.client.messages.batches.results(batch_id):
+                    yield entry
+                return
+            except (anthropic.APIError, httpx2.TransportError, TimeoutError) as exc:
+                attempt += 1
+                failure = classify(exc)
+                raise_if_fatal(failure)
+                if failure.verdict is not Verdict.RETRY or attempt >= _RESULT_ATTEMPTS:
+                    raise BackendError(
+                        f"cannot read the results of batch {batch_id}: {failure.message}"
+                    ) from exc
+                _log.warning("batch.results_failed", batch_id=batch_id, attempt=attempt)
+                await self.ctx.pause(self.ctx.backoff.delay(attempt, failure), interrupt_only=True)
 
     async def _wait(self, batch_id: str) -> MessageBatch | Literal["interrupted"] | None:
         """The ended batch, polled with backoff; None when the API does not know it;

@@ -35,6 +35,7 @@ class Failure:
     message: str
     retry_after: float | None
     request_id: str | None
+    maybe_billed: bool = False  # the request may have reached the API and been billed
 
 
 def classify(exc: BaseException) -> Failure:
@@ -61,10 +62,17 @@ def classify(exc: BaseException) -> Failure:
             verdict, status, error_type, message, retry_after_seconds(exc.response), exc.request_id
         )
     if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError | TimeoutError):
+        message = str(exc) or type(exc).__name__
         return Failure(
-            Verdict.RETRY, None, "connection_error", str(exc) or type(exc).__name__, None, None
+            Verdict.RETRY, None, "connection_error", message, None, None, _maybe_sent(exc)
         )
     return Failure(Verdict.FAIL, None, type(exc).__name__, str(exc), None, None)
+
+
+def _maybe_sent(exc: BaseException) -> bool:
+    """False only when the request certainly never left: the connection was not made."""
+    cause = exc if isinstance(exc, httpx2.TransportError) else exc.__cause__
+    return not isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout)
 
 
 def retry_after_seconds(response: httpx2.Response) -> float | None:

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx2
 import structlog
 
 from llmflow.catalog import Catalog
-from llmflow.errors import LlmflowError
+from llmflow.errors import BackendError, LlmflowError
 from llmflow.executor.batch_step import BatchStep
 from llmflow.executor.context import Observer, RunContext, StepRoute
 from llmflow.executor.items import step_item_count, step_items
@@ -172,27 +173,57 @@ async def execute(
     slots = asyncio.Semaphore(policy.limits.max_concurrency)
     incomplete: set[str] = set()
     error: LlmflowError | None = None
+    bug: BaseException | None = None
     try:
         for wave in request.plan.plan.waves:
-            await asyncio.gather(
-                *(_run_step(ctx, routes[s], slots, incomplete, request.store) for s in wave)
+            # Every step of the wave settles (return_exceptions): the run is finished
+            # only once nothing is in flight.
+            results = await asyncio.gather(
+                *(_run_step(ctx, routes[s], slots, incomplete, request.store) for s in wave),
+                return_exceptions=True,
             )
+            for result in results:
+                if isinstance(result, BaseException):
+                    error, bug = _failure(ctx, result, error, bug)
             if ctx.stopping:
                 break
     except asyncio.CancelledError:
         ctx.stop("interrupted")
-    except LlmflowError as exc:
-        error = exc
-        ctx.stop("backend")
     finally:
         if watcher is not None:
             watcher.cancel()
-    if ctx.backend_error is not None and isinstance(ctx.backend_error, LlmflowError):
+    if error is None and isinstance(ctx.backend_error, LlmflowError):
         error = ctx.backend_error
     status = _status(ctx, incomplete)
     summary, path = tracker.finish(status)
-    exit_code = error.exit_code if error is not None else EXIT_CODES[status]
+    if bug is not None:
+        raise bug  # a defect, not bad input: the run is recorded as failed first
+    exit_code = EXIT_CODES[status]
+    if error is not None and status != "interrupted":
+        exit_code = error.exit_code
     return RunOutcome(request.run_id, status, exit_code, summary, path, error)
+
+
+def _failure(
+    ctx: RunContext,
+    exc: BaseException,
+    error: LlmflowError | None,
+    bug: BaseException | None,
+) -> tuple[LlmflowError | None, BaseException | None]:
+    """Classify what a step raised: llmflow's own error, the API failing, or a defect."""
+    if isinstance(exc, asyncio.CancelledError):
+        ctx.stop("interrupted")
+        return error, bug
+    if isinstance(exc, LlmflowError):
+        ctx.stop("backend")
+        return error or exc, bug
+    if isinstance(exc, anthropic.APIError | httpx2.TransportError):
+        ctx.stop("backend")
+        wrapped = BackendError(f"the API failed: {type(exc).__name__}: {exc}")
+        return error or wrapped, bug
+    _log.error("run.defect", error_type=type(exc).__name__)
+    ctx.stop("backend")
+    return error, bug or exc
 
 
 async def _watch(interrupt: asyncio.Event, ctx: RunContext) -> None:

@@ -114,6 +114,11 @@ class SyncStep:
                         ctx.stop("backend")
                         raise
                     retry = failure.verdict is Verdict.RETRY
+                    if failure.maybe_billed and reservation is not None:
+                        ctx.tracker.record_possibly_billed(
+                            route.step_id, key, index, reservation, error=failure.message
+                        )
+                        reservation = None
                     if retry and attempt < ctx.policy.limits.max_attempts and not ctx.stopping:
                         delay = ctx.backoff.delay(attempt, failure)
                         _log.info(
@@ -121,9 +126,16 @@ class SyncStep:
                             status=failure.status, error_type=failure.error_type, delay=delay,
                         )  # fmt: skip
                         await ctx.pause(delay)
-                        if not ctx.stopping:
+                        if reservation is None and not ctx.stopping:
+                            reservation = await self._reserve_again(index, key, sent)
+                        if reservation is not None and not ctx.stopping:
                             continue
-                    if failure.status is None and not self.any_success and retry:
+                    if (
+                        failure.status is None
+                        and not self.any_success
+                        and retry
+                        and not ctx.stopping
+                    ):
                         ctx.backend_error = BackendUnreachable(
                             f"cannot reach the API: {failure.message}"
                         )
@@ -149,7 +161,22 @@ class SyncStep:
             self.gate.opened(prefix_key)
         self.any_success = True
         assert reservation is not None
-        self._record(index, key, sent, message, request_id)
+        self._record(index, key, sent, reservation, message, request_id)
+
+    async def _reserve_again(self, index: int, key: str, sent: _Dispatched) -> Reservation | None:
+        """A new reservation for a retry whose last attempt may have been billed; None when
+        the budget has no room for it any more (the run is then stopping)."""
+        upper = request_max_cost(sent.params, sent.model, batch=False)
+        while not self.ctx.stopping:
+            try:
+                return self.ctx.tracker.dispatch(
+                    self.route.step_id, key, index,
+                    model=sent.model.id, tier=sent.tier, mode="sync", upper_bound=upper,
+                )  # fmt: skip
+            except BudgetExceeded:
+                if not await self.ctx.headroom_or_stop(self.route):
+                    return None
+        return None
 
     async def _call(
         self, params: dict[str, Any], lead_key: str | None
@@ -177,20 +204,26 @@ class SyncStep:
             return await stream.get_final_message(), stream.request_id
 
     def _record(
-        self, index: int, key: str, sent: _Dispatched, message: Message, request_id: str | None
+        self,
+        index: int,
+        key: str,
+        sent: _Dispatched,
+        reservation: Reservation,
+        message: Message,
+        request_id: str | None,
     ) -> None:
         ctx, route = self.ctx, self.route
         usage = usage_of(message.usage, default_ttl=ttl_of(sent.params))
         extracted = output_of(message, structured=route.structured)
         done = Completed(
-            route.step_id, key, index, sent.model, sent.tier, "sync", usage, sent.reservation,
+            route.step_id, key, index, sent.model, sent.tier, "sync", usage, reservation,
             request_id, extracted.output, message.stop_reason, message.usage.service_tier,
         )  # fmt: skip
         if extracted.error is None:
             ctx.tracker.record_batch([done])
         else:
             ctx.tracker.record_failure(
-                route.step_id, key, index, error=extracted.error, reservation=sent.reservation,
+                route.step_id, key, index, error=extracted.error, reservation=reservation,
                 billed=done,
             )  # fmt: skip
         ctx.observer.request_done(route.step_id)

@@ -47,6 +47,16 @@ class RequestsMixin(StoreBase):
         sql = f"SELECT key, status FROM requests WHERE run_id = ? AND status IN ({marks})"
         return dict(self._read(lambda c: c.execute(sql, (run_id, *statuses)).fetchall()))
 
+    def add_unrecorded(self, run_id: str, amount: Decimal) -> None:
+        """Count money that may have been billed without a recorded response (an
+        ambiguous failure such as a timeout after sending); the run budget counts it."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT unrecorded_usd FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            total = Decimal(row[0] or "0") + amount
+            c.execute("UPDATE runs SET unrecorded_usd = ? WHERE run_id = ?", (money(total), run_id))
+
     def mark_dispatched(
         self,
         run_id: str,

@@ -369,6 +369,22 @@ class Tracker:
         self._count_failure(step_id, key, item_index, error, "failed")
         return amount
 
+    def record_possibly_billed(
+        self, step_id: str, key: str, item_index: int, reservation: Reservation, *, error: str
+    ) -> None:
+        """An attempt failed in a way that may still have been billed (a timeout or a
+        dropped connection after the request was sent): its whole upper bound counts as
+        spent, and as the run's unrecorded spend, so the budget can never be passed by
+        money the API took without answering. The request stays in flight."""
+        self.store.add_unrecorded(self.run_id, reservation.amount)
+        alerts = self.budget.settle(reservation, reservation.amount)
+        if alerts:
+            self.store.record_alerts(self.run_id, alerts)
+        _log.warning(
+            "request.possibly_billed", run_id=self.run_id, step=step_id, item=item_index,
+            upper_bound=format_usd(reservation.amount), error=error,
+        )  # fmt: skip
+
     def record_skipped(self, step_id: str, key: str, item_index: int, *, reason: str) -> None:
         """Commit a request that will not be sent in this session (e.g. upstream failed)."""
         self.store.record_failure(

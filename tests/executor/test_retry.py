@@ -69,3 +69,16 @@ def test_connection_errors_retry_and_auth_errors_are_fatal() -> None:
     assert classify(anthropic.APIConnectionError(request=request)).verdict is Verdict.RETRY
     with pytest.raises(BackendAuthError):
         raise_if_fatal(classify(_status_error(401)))
+
+
+def test_only_a_failure_to_connect_is_known_not_to_have_been_billed() -> None:
+    request = httpx2.Request("POST", "http://x")
+    refused = anthropic.APIConnectionError(request=request)
+    refused.__cause__ = httpx2.ConnectError("connection refused")
+    dropped = anthropic.APIConnectionError(request=request)
+    dropped.__cause__ = httpx2.RemoteProtocolError("server disconnected")
+    assert classify(refused).maybe_billed is False
+    assert classify(dropped).maybe_billed is True
+    assert classify(anthropic.APITimeoutError(request=request)).maybe_billed is True
+    assert classify(httpx2.ConnectTimeout("slow connect")).maybe_billed is False
+    assert classify(_status_error(529)).maybe_billed is False  # the API answered: no charge
