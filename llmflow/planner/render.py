@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Iterator
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -30,20 +33,27 @@ def _cache_cell(step: StepPlan) -> str:
 
 
 def _count(value: int) -> str:
-    if value >= 10_000_000:
+    if value >= 1_000_000:
         return f"{value / 1_000_000:.1f}M"
     if value >= 100_000:
         return f"{value / 1_000:.0f}k"
     return f"{value:,}"
 
 
-def plan_table(plan: Plan) -> Table:
-    """The per-step table with a totals row (tokens: expected; input is uncached)."""
+_TOKEN_COLUMNS = ("in", "cached", "out")
+
+
+def plan_table(plan: Plan, *, tokens: bool = True) -> Table:
+    """The per-step table with a totals row (tokens: expected; input is uncached).
+
+    ``tokens=False`` leaves out the token columns (for narrow terminals).
+    """
     table = Table(
         title=f"plan: {plan.pipeline} under policy {plan.policy}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        collapse_padding=True,
     )
     columns = [
         ("step", "left"),
@@ -58,11 +68,13 @@ def plan_table(plan: Plan) -> Table:
         ("max", "right"),
         ("baseline", "right"),
     ]
-    for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=True, min_width=len(name))  # type: ignore[arg-type]
+    keep = [tokens or name not in _TOKEN_COLUMNS for name, _ in columns]
+    for (name, justify), kept in zip(columns, keep, strict=True):
+        if kept:
+            table.add_column(name, justify=justify, no_wrap=True, min_width=len(name))  # type: ignore[arg-type]
     for step in plan.steps:
         t = step.tokens
-        table.add_row(
+        row: list[RenderableType] = [
             step.id,
             step.tier,
             step.mode,
@@ -74,10 +86,11 @@ def plan_table(plan: Plan) -> Table:
             usd(step.cost.expected),
             usd(step.cost.max),
             usd(step.cost.baseline),
-        )
+        ]
+        table.add_row(*(cell for cell, kept in zip(row, keep, strict=True) if kept))
     total = plan.total
     table.add_section()
-    table.add_row(
+    totals: list[RenderableType] = [
         Text("total", style="bold"),
         "",
         "",
@@ -89,9 +102,15 @@ def plan_table(plan: Plan) -> Table:
         Text(usd(total.cost_expected), style="bold"),
         usd(total.cost_max),
         usd(total.cost_baseline),
+    ]
+    table.add_row(*(cell for cell, kept in zip(totals, keep, strict=True) if kept))
+    legend = (
+        "tokens (expected): in = uncached input, cached = cache writes + reads, out = output"
+        if tokens
+        else "token columns left out for this terminal width (see --format json)"
     )
     table.caption = Text(
-        f"waves: {' → '.join('[' + ', '.join(w) + ']' for w in plan.waves)}"
+        f"{legend}\nwaves: {' → '.join('[' + ', '.join(w) + ']' for w in plan.waves)}"
         f" · saves {total.savings_pct}% vs baseline"
     )
     table.caption_justify = "left"
@@ -113,17 +132,49 @@ def budget_line(plan: Plan) -> Text:
     )
 
 
-def notes_block(plan: Plan) -> Text:
+class _Notes:
+    """Each step's notes under its id; a long note wraps under its own text."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        width = max(options.max_width - 4, 20)
+        for step in self.plan.steps:
+            heading = Text(step.id, style="bold")
+            heading.append(f"  {step.tier} = {step.model}, max_tokens {step.max_tokens}")
+            yield heading
+            for note in step.notes:
+                lines = textwrap.wrap(note, width, break_on_hyphens=False) or [""]
+                yield Text(f"  - {lines[0]}")
+                for line in lines[1:]:
+                    yield Text(f"    {line}")
+
+
+def notes_block(plan: Plan) -> RenderableType:
     """Each step's notes, indented under its id."""
-    text = Text()
-    for step in plan.steps:
-        text.append(f"{step.id}", style="bold")
-        text.append(f"  {step.tier} = {step.model}, max_tokens {step.max_tokens}\n")
-        for note in step.notes:
-            text.append(f"  - {note}\n")
-    return text
+    return _Notes(plan)
+
+
+class _PlanView:
+    """Table, budget line and notes; the table drops its token columns when it would not fit."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        table = plan_table(self.plan)
+        natural = Measurement.get(console, options.update_width(10_000), table).maximum
+        if natural > options.max_width:
+            table = plan_table(self.plan, tokens=False)
+        yield table
+        yield budget_line(self.plan)
+        yield Text("")
+        yield notes_block(self.plan)
 
 
 def render_plan(plan: Plan) -> RenderableType:
     """Table, budget line and notes, ready for ``Console.print``."""
-    return Group(plan_table(plan), budget_line(plan), Text(""), notes_block(plan))
+    return _PlanView(plan)

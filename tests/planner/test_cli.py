@@ -59,3 +59,26 @@ def test_exact_tokens_against_the_emulator() -> None:
     # the offline estimator tracks the emulator's tokenizer closely on this prose
     exact_prefix = classify["cache"]["prefix_tokens"]
     assert abs(exact_prefix - estimated["steps"][0]["cache"]["prefix_tokens"]) <= exact_prefix // 20
+
+
+def test_table_never_truncates_money_on_a_narrow_terminal() -> None:
+    from rich.console import Console
+
+    from llmflow.cli._config import load_config
+    from llmflow.planner import build_plan
+    from llmflow.planner.render import render_plan, usd
+
+    pipeline_file, policy_file, catalog = load_config(
+        FIXTURES / "triage.yaml", FIXTURES / "policy.yaml"
+    )
+    assert policy_file is not None
+    plan = build_plan(pipeline_file, policy_file, catalog=catalog).plan
+    for width, token_columns in ((200, True), (80, False)):
+        console = Console(record=True, width=width, color_system=None)
+        console.print(render_plan(plan))
+        text = console.export_text()
+        assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+        assert usd(plan.total.cost_max) in text and "…" not in text
+        assert ("cached = cache writes + reads" in text) is token_columns
+        for note in plan.steps[0].notes:  # wrapped notes keep every word
+            assert note.split()[-1] in text
