@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+from collections.abc import Callable, Iterator
+
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -17,19 +21,56 @@ from llmflow.reporting.lines import (
 from llmflow.reporting.model import ReportData
 
 
-def steps_table(report: ReportData) -> Table:
-    """Per step: requests, cost against plan and baseline, cache hit ratio."""
-    table = Table(title="Steps", title_justify="left", header_style="bold")
-    for name in ("step", "tier", "model", "mode", "req", "ok", "fail", "skip"):
-        table.add_column(
-            name, justify="left" if name in ("step", "tier", "model", "mode") else "right"
-        )
-    for name in ("cost", "plan", "vs plan", "hit", "baseline", "saved"):
-        table.add_column(name, justify="right")
+def _table(title: str) -> Table:
+    """A light table: one space between columns, so the report fits 100 columns."""
+    return Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
+def _add_columns(table: Table, left: tuple[str, ...], right: tuple[str, ...]) -> None:
+    """Text columns (left-aligned), then numbers (right-aligned); no cell wraps."""
+    for name in left:
+        table.add_column(name, no_wrap=True)
+    for name in right:
+        table.add_column(name, justify="right", no_wrap=True)
+
+
+class _Fit:
+    """The first of several renderings of a table that fits the console width (else the last)."""
+
+    def __init__(self, *variants: Callable[[], Table]) -> None:
+        self.variants = variants
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Table]:
+        wide = options.update_width(10_000)
+        for variant in self.variants[:-1]:
+            table = variant()
+            if Measurement.get(console, wide, table).maximum <= options.max_width:
+                yield table
+                return
+        yield self.variants[-1]()
+
+
+def steps_table(report: ReportData, *, model: bool = True) -> Table:
+    """Per step: requests, cost against plan and baseline, cache hit ratio.
+
+    ``model=False`` leaves out the model column (the tier table names it).
+    """
+    table = _table("Steps")
+    left = ("step", "tier", "model", "mode") if model else ("step", "tier", "mode")
+    numbers = ("req", "ok", "fail", "skip", "cost", "plan", "vs plan", "hit", "baseline", "saved")
+    _add_columns(table, left, numbers)
     for s in report.steps:
         low = s.cache_hit_ratio < report.min_hit_ratio and s.usage.total_input > 0
+        names = (s.id, s.tier, s.model, s.mode) if model else (s.id, s.tier, s.mode)
         table.add_row(
-            s.id, s.tier, s.model, s.mode, str(s.requests), str(s.succeeded),
+            *names, str(s.requests), str(s.succeeded),
             str(s.failed), str(s.skipped), usd_short(s.cost), usd_short(s.plan_cost_expected),
             vs_plan(s.cost, s.plan_cost_expected),
             Text(percent(s.cache_hit_ratio), style="yellow" if low else ""),
@@ -38,7 +79,7 @@ def steps_table(report: ReportData) -> Table:
     t = report.summary.total
     table.add_section()
     table.add_row(
-        "total", "", "", "",
+        "total", *([""] * (len(left) - 1)),
         str(sum(s.requests for s in report.steps)), str(sum(s.succeeded for s in report.steps)),
         str(sum(s.failed for s in report.steps)), str(sum(s.skipped for s in report.steps)),
         usd_short(t.cost), usd_short(t.plan_cost_expected), vs_plan(t.cost, t.plan_cost_expected),
@@ -50,10 +91,10 @@ def steps_table(report: ReportData) -> Table:
 
 def tokens_table(report: ReportData) -> Table:
     """Per step: tokens by billing category."""
-    table = Table(title="Tokens", title_justify="left", header_style="bold")
-    table.add_column("step")
-    for name in ("input", "cache write 5m", "cache write 1h", "cache read", "output"):
-        table.add_column(name, justify="right")
+    table = _table("Tokens")
+    _add_columns(
+        table, ("step",), ("input", "cache write 5m", "cache write 1h", "cache read", "output")
+    )
     for s in report.steps:
         u = s.usage
         table.add_row(
@@ -71,17 +112,20 @@ def tokens_table(report: ReportData) -> Table:
     return table
 
 
-def tiers_table(report: ReportData) -> Table:
-    """Billed responses per tier, model and mode."""
-    table = Table(title="By tier", title_justify="left", header_style="bold")
-    for name in ("tier", "model", "mode", "steps"):
-        table.add_column(name)
-    for name in ("responses", "input (all)", "output", "hit", "cost", "baseline", "saved"):
-        table.add_column(name, justify="right")
+def tiers_table(report: ReportData, *, token_columns: bool = True) -> Table:
+    """Billed responses per tier, model and mode.
+
+    ``token_columns=False`` leaves out input and output tokens (the Tokens table has them).
+    """
+    table = _table("By tier")
+    counts = ("responses", "input (all)", "output") if token_columns else ("responses",)
+    _add_columns(
+        table, ("tier", "model", "mode", "steps"), (*counts, "hit", "cost", "baseline", "saved")
+    )
     for r in report.tiers:
+        amounts = (tokens(r.usage.total_input), tokens(r.usage.output)) if token_columns else ()
         table.add_row(
-            r.tier, r.model, r.mode, ", ".join(r.steps), str(r.responses),
-            tokens(r.usage.total_input), tokens(r.usage.output),
+            r.tier, r.model, r.mode, ", ".join(r.steps), str(r.responses), *amounts,
             percent(r.usage.cache_hit_ratio), usd_short(r.cost), usd_short(r.cost_baseline),
             savings(r.savings_pct),
         )  # fmt: skip
@@ -90,10 +134,15 @@ def tiers_table(report: ReportData) -> Table:
 
 def render_table(report: ReportData) -> RenderableType:
     """The whole report as one rich renderable."""
-    parts: list[RenderableType] = [Text(header_line(report), style="bold"), steps_table(report)]
+    # On a narrow terminal the model column (named in "By tier") and the per-tier token
+    # counts (in "Tokens") give way, so that no amount is cut short.
+    steps = _Fit(lambda: steps_table(report), lambda: steps_table(report, model=False))
+    parts: list[RenderableType] = [Text(header_line(report), style="bold"), steps]
     parts.append(tokens_table(report))
     if report.tiers:
-        parts.append(tiers_table(report))
+        parts.append(
+            _Fit(lambda: tiers_table(report), lambda: tiers_table(report, token_columns=False))
+        )
     parts += [Text(totals_line(report)), Text(budget_line(report)), Text(spend_line(report))]
     parts += [Text(line, style="red") for line in alert_lines(report)]
     if report.warnings:

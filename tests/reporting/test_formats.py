@@ -158,6 +158,20 @@ def test_table_shows_steps_totals_budget_spend_and_warnings(
     assert "batch cache reads fell short of plan" in text
 
 
+def test_table_fits_100_columns_without_cutting_an_amount(
+    store: RunStore, clock: Any, builders: ModuleType
+) -> None:
+    report = _report(store, clock, builders)
+    wide = Console(record=True, width=200, color_system=None)
+    wide.print(render_table(report))
+    assert "claude-haiku-4-5" in wide.export_text().split("Tokens")[0]  # model column when room
+    console = Console(record=True, width=100, color_system=None)
+    console.print(render_table(report))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 100
+    assert "$0.0444" in text and "claude-haiku-4-5" in text  # the tier table names the model
+
+
 def test_a_run_that_billed_nothing_still_renders(store: RunStore, clock: Any) -> None:
     from llmflow.tracker import RunInfo, StepPlan
 
