@@ -7,8 +7,17 @@ import typer
 from llmflow.cli._app import app
 from llmflow.emulator.config import EmulatorConfig, FaultSpecError, parse_faults
 
+# Typer keeps single line breaks of a help paragraph, so each paragraph is one line here.
+_HELP = (
+    "Serve the local Anthropic-compatible API (point ANTHROPIC_BASE_URL at it).\n\n"
+    "Runs until Ctrl-C; exit 2 on a bad --faults spec. Example:\n\n"
+    "llmflow emulator --port 8787 --faults rate_limit=0.05 &\n\n"
+    "ANTHROPIC_API_KEY=anything ANTHROPIC_BASE_URL=http://127.0.0.1:8787"
+    " llmflow run pipelines/contract-qa.yaml -p policies/realtime.yaml"
+)
 
-@app.command("emulator")
+
+@app.command("emulator", help=_HELP)
 def emulator(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8787, "--port", help="TCP port (0 picks a free one)."),
@@ -21,7 +30,9 @@ def emulator(
     faults: str = typer.Option(
         "",
         "--faults",
-        help="Injected faults, e.g. rate_limit=0.1,overloaded=0.05,server_error=0.02.",
+        metavar="NAME=P,...",
+        help="Injected faults: probability per request of rate_limit (429), overloaded (529)"
+        " or server_error (500), e.g. rate_limit=0.1,overloaded=0.05.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for faults and generated content."),
 ) -> None:

@@ -53,32 +53,50 @@ async def _exact_plan(
     return result.plan
 
 
-@app.command("plan")
+# Typer keeps single line breaks of a help paragraph, so each paragraph is one line here.
+_HELP = (
+    "Resolve a pipeline under a policy and price it; nothing is sent.\n\n"
+    "Exit 0 on success, 2 on invalid configuration or input (4 when --exact-tokens cannot"
+    " use its backend). Examples:\n\n"
+    "llmflow plan pipelines/support-triage.yaml --policy policies/default.yaml\n\n"
+    "llmflow plan pipelines/support-triage.yaml -p policies/default.yaml --format json\n\n"
+    "llmflow plan pipelines/contract-qa.yaml -p policies/default.yaml --exact-tokens"
+    " --backend emulator\n\n"
+    "llmflow plan pipelines/nightly-doc-summaries.yaml -p policies/overnight-etl.yaml"
+    " --input week=2026-W48"
+)
+
+
+@app.command("plan", help=_HELP)
 def plan(
     pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
     policy: Path = typer.Option(..., "--policy", "-p", help="Policy YAML file."),
     input_values: list[str] = typer.Option(
-        [], "--input", "-i", help="Scalar input as KEY=VALUE (repeatable)."
+        [],
+        "--input",
+        "-i",
+        metavar="KEY=VALUE",
+        help="Value of a scalar input of the pipeline, e.g. week=2026-W48 (repeatable).",
     ),
-    output_format: PlanFormat = typer.Option(PlanFormat.table, "--format", help="table or json."),
+    output_format: PlanFormat = typer.Option(
+        PlanFormat.table,
+        "--format",
+        help="table (for people) or json (stable fields, money as decimal strings).",
+    ),
     exact_tokens: bool = typer.Option(
-        False, "--exact-tokens", help="Count input tokens with the count_tokens endpoint."
+        False,
+        "--exact-tokens",
+        help="Count input tokens with the free count_tokens endpoint of --backend"
+        " instead of estimating them offline.",
     ),
     backend: Backend = typer.Option(
-        Backend.anthropic, "--backend", help="Backend for --exact-tokens: anthropic or emulator."
+        Backend.anthropic,
+        "--backend",
+        help="Where --exact-tokens counts: anthropic (needs ANTHROPIC_API_KEY) or emulator"
+        " (in-process, no key). Ignored without --exact-tokens.",
     ),
 ) -> None:
-    """Resolve a pipeline under a policy and price it; nothing is sent.
-
-    Exit 0 on success, 2 on invalid configuration or input. Examples:
-
-      llmflow plan pipelines/support-triage.yaml --policy policies/default.yaml
-
-      llmflow plan pipelines/support-triage.yaml -p policies/default.yaml --format json
-
-      llmflow plan pipelines/support-triage.yaml -p policies/default.yaml --exact-tokens
-      --backend emulator
-    """
+    """Resolve a pipeline under a policy and price it; nothing is sent."""
     from rich.console import Console
 
     from llmflow.cli._config import load_config

@@ -82,11 +82,15 @@ def report(
         DEFAULT_STATE_DIR, "--state-dir", help="Run store directory of `llmflow run`."
     ),
     output_format: ReportFormat = typer.Option(
-        ReportFormat.table, "--format", help="table, json (the run summary), csv or html."
+        ReportFormat.table,
+        "--format",
+        help="table (terminal), json (the run summary, as summary.json), csv (one row per"
+        " step) or html (a self-contained page for mail).",
     ),
     min_hit_ratio: str | None = typer.Option(
         None,
         "--min-hit-ratio",
+        metavar="RATIO",
         help="Warn below this cache hit ratio (default: the policy's"
         " cache.min_hit_ratio_warning, else 0.30).",
     ),
@@ -137,7 +141,9 @@ def runs(
     state_dir: Path = typer.Option(
         DEFAULT_STATE_DIR, "--state-dir", help="Run store directory of `llmflow run`."
     ),
-    output_format: RunsFormat = typer.Option(RunsFormat.table, "--format", help="table or json."),
+    output_format: RunsFormat = typer.Option(
+        RunsFormat.table, "--format", help="table (terminal) or json (one object per run)."
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Show only the newest N."),
 ) -> None:
     """The runs in the store with status, cost and date, newest first.

@@ -28,38 +28,67 @@ if TYPE_CHECKING:
     from llmflow.executor.run import RunOutcome
 
 
-@app.command("run")
+# Typer keeps single line breaks of a help paragraph, so each paragraph is one line here.
+_HELP = (
+    "Execute a pipeline; every token is recorded and the budget is never overspent.\n\n"
+    "Exit codes: 0 all succeeded · 1 some items failed (resumable) · 2 invalid"
+    " configuration or input · 3 stopped by the budget (resumable) · 4 backend unusable"
+    " (no key, auth refused, unreachable) · 130 interrupted (resumable).\n\n"
+    "Re-run with the same --run-id to resume: finished requests are not sent again."
+    " A run that does not succeed prints the command that resumes it. Examples:\n\n"
+    "llmflow run pipelines/support-triage.yaml --policy policies/default.yaml"
+    " --backend emulator\n\n"
+    "llmflow run pipelines/nightly-doc-summaries.yaml -p policies/overnight-etl.yaml"
+    " --run-id nightly-2026-11-24 --state-dir /var/lib/llmflow --log-format json"
+)
+
+
+@app.command("run", help=_HELP)
 def run(
     pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
     policy: Path = typer.Option(..., "--policy", "-p", help="Policy YAML file."),
     backend: Backend = typer.Option(
         Backend.anthropic,
         "--backend",
-        help="anthropic (ANTHROPIC_API_KEY) or emulator (in-process).",
+        help="anthropic: the API with ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL if set);"
+        " emulator: the local emulator in-process, no key, nothing billed.",
     ),
     budget: str | None = typer.Option(
-        None, "--budget", help="Per-run budget in USD (overrides the policy)."
+        None,
+        "--budget",
+        metavar="USD",
+        help="Per-run budget in USD for this run, e.g. 2.50 (replaces the policy's"
+        " budget.per_run_usd).",
     ),
-    run_id: str | None = typer.Option(None, "--run-id", help="Run id; an existing one resumes."),
-    state_dir: Path = typer.Option(Path(".llmflow"), "--state-dir", help="Run store directory."),
+    run_id: str | None = typer.Option(
+        None,
+        "--run-id",
+        metavar="ID",
+        help="Run id (default: a new one from the time); an existing id resumes that run.",
+    ),
+    state_dir: Path = typer.Option(
+        Path(".llmflow"),
+        "--state-dir",
+        help="Run store: llmflow.db and runs/<run_id>/summary.json; report and runs read it.",
+    ),
     log_format: LogFormat = typer.Option(
-        LogFormat.console, "--log-format", help="console or json."
+        LogFormat.console,
+        "--log-format",
+        help="console: progress for people; json: one JSON event per line on stderr"
+        " (for schedulers).",
     ),
     inputs: list[str] = typer.Option(
-        [], "--input", "-i", help="Scalar input KEY=VALUE (repeatable)."
+        [],
+        "--input",
+        "-i",
+        metavar="KEY=VALUE",
+        help="Value of a scalar input of the pipeline, e.g. week=2026-W48 (repeatable).",
     ),
     emulator_latency_ms: float = typer.Option(0.0, "--emulator-latency-ms", hidden=True),
     emulator_faults: str = typer.Option("", "--emulator-faults", hidden=True),
     emulator_batch_seconds: float = typer.Option(0.0, "--emulator-batch-seconds", hidden=True),
 ) -> None:
-    """Execute a pipeline; every token is recorded and the budget is never overspent.
-
-    Exit codes: 0 all succeeded, 1 some items failed (resumable), 2 invalid input,
-    3 stopped by the budget (resumable), 4 backend unusable, 130 interrupted (resumable).
-    Re-run with the same --run-id to resume. Example:
-
-      llmflow run pipelines/support-triage.yaml --policy policies/default.yaml --backend emulator
-    """
+    """Execute a pipeline; every token is recorded and the budget is never overspent."""
     from rich.console import Console
 
     from llmflow.cli._backend import client_for
