@@ -359,14 +359,20 @@ def _check_routes(pipeline_file: PipelineFile, policy_file: PolicyFile) -> list[
     policy = policy_file.policy
     problems: list[Diagnostic] = []
     for step_id, step in pipeline_file.pipeline.steps.items():
-        if step.task not in policy.routes and policy.default_route is None:
+        if step.task not in policy.routes:
             tasks = list(policy.routes)
+            hint = did_you_mean(step.task, tasks)
             message = (
                 f"unknown task type '{step.task}' (policy {policy_file.path.name} knows: "
-                f"{known(tasks)}){did_you_mean(step.task, tasks)}"
+                f"{known(tasks)}){hint}"
             )
-            problems.append(pipeline_file.diagnostic(("steps", step_id, "task"), message))
-            continue
+            if policy.default_route is None:
+                problems.append(pipeline_file.diagnostic(("steps", step_id, "task"), message))
+                continue
+            if hint:  # a near miss would silently fall to default_route: surely a typo
+                message += "; fix the name, or give the policy a route for it"
+                problems.append(pipeline_file.diagnostic(("steps", step_id, "task"), message))
+                continue
         try:
             resolve_route(policy, step)
         except PlanError as exc:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llmflow.catalog import load_catalog
 from llmflow.errors import ConfigError
 from llmflow.spec.loader import load_pair
+from llmflow.spec.routing import resolve_route
 
 PIPELINES = "tests/fixtures/pipelines"
 POLICIES = "tests/fixtures/policies"
@@ -107,15 +110,29 @@ def test_task_types_a_policy_without_default_cannot_route() -> None:
     ]
 
 
-def test_gated_tier_without_the_flag_and_without_fallback() -> None:
+def test_gated_tier_without_the_flag_and_a_near_miss_task_type_despite_a_default_route() -> None:
     f = f"{PIPELINES}/invalid/unroutable.yaml"
-    # basic.yaml has a default route (so 'clasify' routes) and gives multi_step_planning a
-    # fallback tier; only complex_reasoning is strictly gated.
+    knows = "(policy basic.yaml knows: classification, complex_reasoning, extraction, multi_step_planning, summarization)"
+    # basic.yaml has a default route, but 'clasify' is a near miss of a routed task type:
+    # silently running it on the default route would hide a typo. multi_step_planning has
+    # a fallback tier; only complex_reasoning is strictly gated.
     assert diagnostics(f) == [
+        f"{f}:4:11: steps.classify.task: unknown task type 'clasify' {knows}"
+        " (did you mean 'classification'?); fix the name, or give the policy a route for it",
         f"{f}:7:11: steps.plan.task: task 'complex_reasoning' routes to tier 'opus', gated by"
         " requires: deep_analysis; set deep_analysis: true on the step, or give the route a"
-        " fallback_tier"
+        " fallback_tier",
     ]
+
+
+def test_a_task_type_unlike_any_route_uses_the_default_route(tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: p\nsteps:\n  t:\n    task: translation\n    prompt: Hola\n")
+    pipeline_file, policy_file = load_pair(pipeline, f"{POLICIES}/basic.yaml")
+    assert policy_file is not None
+    decision = resolve_route(policy_file.policy, pipeline_file.pipeline.steps["t"])
+    assert decision.tier == "sonnet"
+    assert "no route for task 'translation': using default_route" in decision.notes
 
 
 def test_tier_naming_no_model_and_unknown_tiers() -> None:
