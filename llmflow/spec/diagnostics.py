@@ -28,6 +28,19 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def near_miss(word: str, choices: Iterable[str]) -> str | None:
+    """A choice ``word`` is almost certainly a misspelling of (stricter than a hint)."""
+    best: tuple[float, str] | None = None
+    for choice in choices:
+        score = difflib.SequenceMatcher(None, word, choice).ratio()
+        if len(word) >= 4:  # a misspelt stem of a longer name: 'clasify' / 'classification'
+            stem = difflib.SequenceMatcher(None, word, choice[: len(word) + 1]).ratio()
+            score = max(score, stem)
+        if best is None or score > best[0]:
+            best = (score, choice)
+    return best[1] if best is not None and best[0] >= 0.8 else None
+
+
 def known(choices: Iterable[str], limit: int = 12) -> str:
     """A short comma-separated list of choices for an error message."""
     items = sorted(choices)

@@ -19,7 +19,7 @@ from llmflow.errors import ConfigError, Diagnostic, PlanError
 from llmflow.spec._yaml import NodePath, Positions, load_yaml
 from llmflow.spec._yaml import dotted as _dotted
 from llmflow.spec.dag import build_graph, find_cycle
-from llmflow.spec.diagnostics import did_you_mean, from_validation_error, known
+from llmflow.spec.diagnostics import did_you_mean, from_validation_error, known, near_miss
 from llmflow.spec.pipeline import DatasetInput, Pipeline, ScalarInput, TextInput
 from llmflow.spec.policy import Policy
 from llmflow.spec.routing import resolve_route
@@ -369,7 +369,7 @@ def _check_routes(pipeline_file: PipelineFile, policy_file: PolicyFile) -> list[
             if policy.default_route is None:
                 problems.append(pipeline_file.diagnostic(("steps", step_id, "task"), message))
                 continue
-            if hint:  # a near miss would silently fall to default_route: surely a typo
+            if near_miss(step.task, tasks):  # it would silently fall to default_route
                 message += "; fix the name, or give the policy a route for it"
                 problems.append(pipeline_file.diagnostic(("steps", step_id, "task"), message))
                 continue
