@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from llmflow.catalog import ZERO, ModelInfo, TokenUsage
 from llmflow.reporting.settings import ReportSettings
-from llmflow.reporting.warnings import ReportWarning, step_warnings
+from llmflow.reporting.warnings import ReportWarning, budget_stop, step_warnings
 from llmflow.tracker import RunStore, RunSummary, period_start
 from llmflow.tracker.store import LedgerEntry, UsageGroup
 from llmflow.tracker.summary import baseline_cost, savings_pct
@@ -193,6 +193,9 @@ def build_report(
             min_hit_ratio=settings.min_hit_ratio,
             batch_hit_rate=settings.batch_hit_rate,
         )
+    stopped = budget_stop(summary, pipeline_path=run.pipeline_path, policy_path=run.policy_path)
+    if stopped is not None:
+        warnings.insert(0, stopped)
     moment = now or datetime.now(UTC)
     day, month = period_start("day", moment), period_start("month", moment)
     spend = SpendPeriods(

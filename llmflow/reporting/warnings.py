@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Mapping, Sequence
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from llmflow.catalog import TokenUsage
+from llmflow.catalog import TokenUsage, format_usd
 from llmflow.tracker.store import UsageGroup
+from llmflow.tracker.summary import RunSummary
 
 #: A step warns when at least this share of its succeeded outputs hit max_tokens.
 MAX_TOKENS_SHARE = Decimal("0.10")
 #: A batch step warns when its cache reads are under this share of what was planned.
 BATCH_SHORTFALL_SHARE = Decimal("0.5")
 
-WarningKind = Literal["low_cache_hit_ratio", "max_tokens", "batch_cache_shortfall"]
+WarningKind = Literal["low_cache_hit_ratio", "max_tokens", "batch_cache_shortfall", "budget_stop"]
 
 
 class ReportWarning(BaseModel):
@@ -126,3 +129,42 @@ def step_warnings(
         batch_shortfall(step_id, groups, batch_hit_rate),
     ]
     return [w for w in found if w is not None]
+
+
+def budget_stop(
+    summary: RunSummary, *, pipeline_path: str | None, policy_path: str | None
+) -> ReportWarning | None:
+    """For a run the budget stopped: what it spent, what did not run, how to finish it."""
+    if summary.status != "budget_stopped":
+        return None
+    planned = sum(s.requests for s in summary.steps)
+    done = sum(s.succeeded for s in summary.steps)
+    unfinished = [s.id for s in summary.steps if s.succeeded < s.requests]
+    limit = summary.budget.limit
+    spent = f"spent ${format_usd(summary.budget.spent)}"
+    spent += f" of the ${format_usd(limit)} per-run limit" if limit is not None else ""
+    message = (
+        f"the run stopped at its budget before overspending ({spent}; a per-day or"
+        f" per-month budget of the policy may be what stopped it): {planned - done} of"
+        f" {planned} requests did not run (steps: {', '.join(unfinished) or '-'})."
+    )
+    needed = summary.total.plan_cost_max
+    if needed is not None and pipeline_path and policy_path:
+        enough = needed.quantize(Decimal("0.01"), rounding=ROUND_CEILING)
+        command = shlex.join(
+            ["llmflow", "run", _shown(pipeline_path), "--policy", _shown(policy_path),
+             "--run-id", summary.run_id, "--budget", format_usd(enough)]
+        )  # fmt: skip
+        message += (
+            f" Finished requests are never paid twice; to finish, resume with a budget that"
+            f" covers the plan's worst case: {command} (add --state-dir if you used one),"
+            " or raise the policy's budget."
+        )
+    return ReportWarning(kind="budget_stop", step_id="run", message=message)
+
+
+def _shown(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
