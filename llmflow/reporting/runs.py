@@ -74,10 +74,13 @@ def runs_json(rows: list[RunRow]) -> str:
 def runs_table(rows: list[RunRow]) -> Table:
     """A rich table of the runs."""
     table = Table(title="Runs (newest first)", title_justify="left", header_style="bold")
-    for name in ("run id", "pipeline", "policy", "status", "started", "ended"):
-        table.add_column(name)
+    table.add_column("run id", no_wrap=True, min_width=len(rows[0].run_id) if rows else 6)
+    for name in ("pipeline", "policy", "status"):
+        table.add_column(name, overflow="fold")
+    for name in ("started", "ended"):
+        table.add_column(name, overflow="fold")
     for name in ("cost", "plan", "budget"):
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             r.run_id,
