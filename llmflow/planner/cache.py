@@ -142,14 +142,14 @@ def choose_cache(q: CacheQuestion, model: ModelInfo) -> CacheChoice:
         return uncached(
             q,
             f"cache off: a {ttls} write does not pay for {q.requests} request(s) of a"
-            f" ~{q.prefix_tokens}-token prefix ({why})",
+            f" ~{q.prefix_tokens:,}-token prefix ({why})",
         )
-    saved = format_usd(base_cost - best_cost)
+    saved = format_usd((base_cost - best_cost).quantize(Decimal("0.0001")))
     parts = [f"{best.writes} write(s)", f"{best.reads} read(s)"]
     if q.shared_read and not batch:
-        parts.append(f"{q.shared_read} tokens read from an earlier step")
+        parts.append(f"{q.shared_read:,} tokens read from an earlier step")
     note = (
-        f"cache {best.ttl} on a ~{q.prefix_tokens}-token prefix: {', '.join(parts)}"
+        f"cache {best.ttl} on a ~{q.prefix_tokens:,}-token prefix: {', '.join(parts)}"
         f" expected; saves ${saved} on the prefix ({why})"
     )
     return CacheChoice(

@@ -448,7 +448,7 @@ def _profile_dataset(
     )
     profile.requests = seen
     profile.rest = static_rest.scaled(seen) + Size(bound_total, min(expected_total, bound_total))
-    how = "bounded from item fields" if not slow else "rendered per item"
+    how = "from the item fields' bytes" if not slow else "from each rendered item"
     sampled = "every item" if stride == 1 else f"every {stride}th item"
     profile.notes.append(
         f"{seen} request(s), one per item of {path.name}"

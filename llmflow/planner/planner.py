@@ -318,7 +318,7 @@ def price(resolution: Resolution, exact: Mapping[str, ExactCounts] | None = None
             notes += choice.notes
             if choice.enabled and writer is not None and choice.read_tokens:
                 notes.append(
-                    f"reads the ~{shared_read}-token prefix step '{writer}' wrote"
+                    f"reads the ~{shared_read:,}-token prefix step '{writer}' wrote"
                     " (same model, same tools and system prefix, still within its TTL)"
                 )
             duration = BATCH_SECONDS if batch else math.ceil(n / concurrency) * seconds
