@@ -210,7 +210,10 @@ def test_bound_holds_for_every_item_fast_and_slow_path(make_pair: PairMaker) -> 
         bound = sum(params_size(template.params({"inputs": {}, "item": i})).bound for i in items)
         expected = Decimal(bound) / Decimal(10**6) + Decimal(40 * 1024 * 5) / Decimal(10**6)
         assert Decimal(result.plan.step(step_id).cost.max) == expected
-        assert "from each rendered item" in " ".join(result.plan.step(step_id).notes) or step_id == "fast"
+        assert (
+            "from each rendered item" in " ".join(result.plan.step(step_id).notes)
+            or step_id == "fast"
+        )
 
 
 def test_missing_item_field_is_a_dataset_error(make_pair: PairMaker) -> None:
