@@ -58,7 +58,7 @@ def from_validation_error(
     """
     found: list[tuple[NodePath, int, Diagnostic]] = []
     for detail in error.errors(include_url=False):
-        path, skipped = _resolve(detail["loc"], data, missing=detail["type"] == "missing")
+        path, skipped = resolve_loc(detail["loc"], data, missing=detail["type"] == "missing")
         found.append((path, skipped, _diagnostic(detail, path, model, data, display, positions)))
     # Within one data path, errors that resolved fewer loc parts are union noise.
     best: dict[NodePath, int] = {}
@@ -86,7 +86,7 @@ def _drop_union_shadows(diags: list[Diagnostic]) -> list[Diagnostic]:
     ]
 
 
-def _resolve(loc: Sequence[str | int], data: Any, *, missing: bool) -> tuple[NodePath, int]:
+def resolve_loc(loc: Sequence[str | int], data: Any, *, missing: bool) -> tuple[NodePath, int]:
     """The data path a pydantic ``loc`` points at, and how many loc parts were skipped."""
     path: list[str | int] = []
     node, skipped = data, 0

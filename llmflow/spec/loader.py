@@ -7,6 +7,7 @@ one :class:`~llmflow.errors.ConfigError`.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ from llmflow.errors import ConfigError, Diagnostic, PlanError
 from llmflow.spec._yaml import NodePath, Positions, load_yaml
 from llmflow.spec._yaml import dotted as _dotted
 from llmflow.spec.dag import build_graph, find_cycle
-from llmflow.spec.diagnostics import did_you_mean, from_validation_error, known, near_miss
+from llmflow.spec.diagnostics import (
+    did_you_mean,
+    from_validation_error,
+    known,
+    near_miss,
+    resolve_loc,
+)
 from llmflow.spec.pipeline import DatasetInput, Pipeline, ScalarInput, TextInput
 from llmflow.spec.policy import Policy
 from llmflow.spec.routing import resolve_route
@@ -88,9 +95,9 @@ def load_pipeline(path: Path | str) -> PipelineFile:
 
 def _read_pipeline(path: Path) -> tuple[PipelineFile, list[Diagnostic]]:
     display = display_path(path)
-    pipeline, positions = _load_model(path, display, Pipeline)
+    pipeline, positions, problems = _load_model(path, display, Pipeline)
     loaded = PipelineFile(path.resolve(), display, pipeline, positions)
-    return loaded, _check_pipeline(loaded)
+    return loaded, problems + _check_pipeline(loaded)
 
 
 def load_policy(
@@ -113,9 +120,9 @@ def _read_policy(
     path: Path, is_known_model: Callable[[str], bool] | None, model_ids: Sequence[str]
 ) -> tuple[PolicyFile, list[Diagnostic]]:
     display = display_path(path)
-    policy, positions = _load_model(path, display, Policy)
+    policy, positions, problems = _load_model(path, display, Policy)
     loaded = PolicyFile(path.resolve(), display, policy, positions)
-    return loaded, _check_policy(loaded, is_known_model, model_ids)
+    return loaded, problems + _check_policy(loaded, is_known_model, model_ids)
 
 
 def load_pair(
@@ -166,14 +173,55 @@ def scalar_values(pipeline_file: PipelineFile, given: Mapping[str, str]) -> dict
     return values
 
 
-def _load_model(path: Path, display: str, model: type[ModelT]) -> tuple[ModelT, Positions]:
+def _load_model(
+    path: Path, display: str, model: type[ModelT]
+) -> tuple[ModelT, Positions, list[Diagnostic]]:
+    """The model of a file, and the structural problems found on the way.
+
+    When the file is malformed only in fields that can be dropped (an unknown key, a
+    wrong-typed optional value), those fields are left out and the rest is returned, so
+    the semantic checks can report their problems in the same pass: every error of a
+    file at once. Otherwise ConfigError carries the structural problems alone.
+    """
     data, positions = load_yaml(path, display)
     if not isinstance(data, dict):
         raise ConfigError([Diagnostic(display, 1, 1, "", "the file must be a YAML mapping")])
     try:
-        return model.model_validate(data), positions
+        return model.model_validate(data), positions, []
     except ValidationError as exc:
-        raise ConfigError(from_validation_error(exc, model, data, display, positions)) from None
+        problems = from_validation_error(exc, model, data, display, positions)
+        lenient = _without_bad_fields(model, data, exc)
+        if lenient is None:
+            raise ConfigError(problems) from None
+        return lenient, positions, problems
+
+
+def _without_bad_fields(
+    model: type[ModelT], data: dict[str, Any], exc: ValidationError
+) -> ModelT | None:
+    """``data`` validated with every offending mapping field removed, if that is enough.
+
+    Only fields inside a named entity (a step's ``max_tokens``, not the step) are
+    dropped, and never list items, so no reference to the entity breaks and every
+    position stays right. None when that does not make the data valid.
+    """
+    pruned = copy.deepcopy(data)
+    for detail in exc.errors(include_url=False):
+        if detail["type"] in ("missing", "union_tag_invalid"):
+            return None
+        path, _ = resolve_loc(detail["loc"], data, missing=False)
+        if len(path) < 3 or not all(isinstance(part, str) for part in path):
+            return None
+        parent: Any = pruned
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            return None
+        parent.pop(path[-1], None)
+    try:
+        return model.model_validate(pruned)
+    except ValidationError:
+        return None
 
 
 def _check_pipeline(loaded: PipelineFile) -> list[Diagnostic]:

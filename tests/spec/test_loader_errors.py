@@ -147,11 +147,28 @@ def test_tier_naming_no_model_and_unknown_tiers() -> None:
     ]
 
 
-def test_policy_value_errors() -> None:
+def test_policy_value_errors_come_with_the_policys_other_errors() -> None:
     p = f"{POLICIES}/invalid/bad_tiers.yaml"
+    tiers = "(tiers: haiku, opus, sonnet)"
     assert diagnostics(f"{PIPELINES}/valid/triage.yaml", p) == [
+        f"{p}:4:19: tiers.sonnet.model: tier 'sonnet' names no known model: 'claude-sonet-4-6'"
+        " (did you mean 'claude-sonnet-4-6'?) (catalog: claude-haiku-4-5, claude-opus-4-1,"
+        " claude-opus-4-5, claude-opus-4-6, claude-opus-4-7, claude-sonnet-4-5, claude-sonnet-4-6)",
         f"{p}:5:54: tiers.opus.input_usd_per_mtok: input should be greater than or equal to 0, got -1",
         f"{p}:7:39: routes.classification.mode: input should be 'sync' or 'batch', got 'bulk'",
+        f"{p}:8:43: routes.extraction.downgrade_to: unknown tier 'haikuu' (did you mean 'haiku'?) {tiers}",
+        f"{p}:10:16: baseline_tier: unknown tier 'sonet' (did you mean 'sonnet'?) {tiers}",
+    ]
+
+
+def test_structural_and_semantic_errors_of_a_pipeline_come_together() -> None:
+    f = f"{PIPELINES}/invalid/mixed.yaml"
+    assert diagnostics(f) == [
+        f"{f}:5:13: steps.draft.prompt: template syntax error (template line 1): unexpected '}}'",
+        f"{f}:6:5: steps.draft.max_token: unknown key 'max_token' (did you mean 'max_tokens'?)",
+        f"{f}:9:13: steps.review.needs[0]: unknown step 'critic' (steps: draft, review)",
+        f"{f}:11:18: steps.review.temperature: input should be a valid number, unable to parse"
+        " string as a number, got 'hot'",
     ]
 
 
@@ -159,7 +176,7 @@ def test_errors_of_both_files_come_together() -> None:
     f = f"{PIPELINES}/invalid/cycle.yaml"
     p = f"{POLICIES}/invalid/bad_tiers.yaml"
     found = diagnostics(f, p)
-    assert len(found) == 3
+    assert len(found) == 6  # the cycle, and the policy's five
     assert {line.split(":")[0] for line in found} == {f, p}
 
 
