@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Backend(StrEnum):
@@ -23,6 +27,15 @@ def parse_inputs(pairs: list[str]) -> dict[str, str]:
     return values
 
 
-def wide_console_width(is_terminal: bool) -> int | None:
-    """Tables written to a pipe or file get room (rich assumes 80 columns otherwise)."""
-    return None if is_terminal else 200
+#: Width of tables written to a file or a pipe instead of a terminal.
+PIPE_WIDTH = 160
+
+
+def table_console() -> Console:
+    """A console for tables on stdout; a pipe or file gets room (rich assumes 80 columns)."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console

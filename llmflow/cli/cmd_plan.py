@@ -97,11 +97,10 @@ def plan(
     ),
 ) -> None:
     """Resolve a pipeline under a policy and price it; nothing is sent."""
-    from rich.console import Console
 
     from llmflow.cli._config import load_config
     from llmflow.cli._errors import reported_errors
-    from llmflow.cli._inputs import wide_console_width
+    from llmflow.cli._inputs import table_console
     from llmflow.planner import build_plan
     from llmflow.planner.render import render_plan
 
@@ -116,6 +115,4 @@ def plan(
     if output_format is PlanFormat.json:
         typer.echo(result.to_json(), nl=False)
     else:
-        console = Console(highlight=False)
-        console = Console(highlight=False, width=wide_console_width(console.is_terminal))
-        console.print(render_plan(result))
+        table_console().print(render_plan(result))

@@ -15,6 +15,7 @@ import typer
 
 from llmflow.cli._app import app
 from llmflow.cli._errors import reported_errors
+from llmflow.cli._inputs import table_console
 from llmflow.errors import RunStoreError
 
 if TYPE_CHECKING:
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
     from llmflow.tracker import RunStore
 
 DEFAULT_STATE_DIR = Path(".llmflow")
-#: Width of table output that goes to a file or a pipe instead of a terminal.
-PIPE_WIDTH = 160
 
 
 class ReportFormat(StrEnum):
@@ -66,12 +65,7 @@ def _ratio(text: str | None) -> Decimal | None:
 
 
 def _console() -> Console:
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = PIPE_WIDTH
-    return console
+    return table_console()
 
 
 @app.command("report")
