@@ -1,7 +1,10 @@
-"""Token usage and its price: the one cost formula of llmflow (DESIGN.md section 5).
+"""Token usage and its price: the one cost formula of llmflow.
 
-``cost = in·p + w5·1.25p + w1h·2p + r·0.1p + out·q``, times the batch multiplier in
-batch mode, with p and q the input and output price per token. Money is Decimal.
+``cost = in·p + w5·p₅ + w1h·p₁ₕ + r·pᵣ + out·q`` with the per-category prices of the
+request's model (:meth:`ModelInfo.prices`): the request's price band (decided by its own
+prompt size), fast mode when ``speed`` is ``fast``; then times the residency multiplier
+for a regional ``inference_geo`` and the batch multiplier in batch mode. Output includes
+thinking tokens (they are billed as output). Money is Decimal.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class TokenUsage(BaseModel):
     cache_write_1h: int = Field(default=0, ge=0)
     cache_read: int = Field(default=0, ge=0)
     output: int = Field(default=0, ge=0)
+    thinking: int = Field(default=0, ge=0, description="Part of output spent thinking.")
 
     @property
     def cache_write(self) -> int:
@@ -52,6 +56,7 @@ class TokenUsage(BaseModel):
             cache_write_1h=self.cache_write_1h + other.cache_write_1h,
             cache_read=self.cache_read + other.cache_read,
             output=self.output + other.output,
+            thinking=self.thinking + other.thinking,
         )
 
     def scaled(self, factor: int) -> TokenUsage:
@@ -62,23 +67,62 @@ class TokenUsage(BaseModel):
             cache_write_1h=self.cache_write_1h * factor,
             cache_read=self.cache_read * factor,
             output=self.output * factor,
+            thinking=self.thinking * factor,
         )
 
 
-def cost(usage: TokenUsage, model: ModelInfo, *, batch: bool = False) -> Decimal:
-    """Exact USD cost of ``usage`` on ``model``; batch applies to every category."""
-    p = model.input_usd_per_mtok / _PER_TOKEN
-    q = model.output_usd_per_mtok / _PER_TOKEN
+def is_regional(inference_geo: str | None) -> bool:
+    """Whether ``inference_geo`` pins a region (priced with the residency multiplier)."""
+    return inference_geo is not None and inference_geo not in ("", "global")
+
+
+def cost(
+    usage: TokenUsage,
+    model: ModelInfo,
+    *,
+    batch: bool = False,
+    speed: str | None = None,
+    inference_geo: str | None = None,
+    prompt_tokens: int | None = None,
+) -> Decimal:
+    """Exact USD cost of ``usage`` on ``model``, whatever number of requests it sums.
+
+    The price band is the one of a request with ``prompt_tokens`` prompt tokens (None:
+    the base band). Price one response with :func:`request_cost`, which decides the
+    band from the response's own prompt.
+    """
+    prices = model.prices(prompt_tokens=prompt_tokens or 0, speed=speed or "standard")
     total = (
-        usage.input * p
-        + usage.cache_write_5m * p * model.cache_write_5m_multiplier
-        + usage.cache_write_1h * p * model.cache_write_1h_multiplier
-        + usage.cache_read * p * model.cache_read_multiplier
-        + usage.output * q
-    )
+        usage.input * prices.input
+        + usage.cache_write_5m * prices.cache_write_5m
+        + usage.cache_write_1h * prices.cache_write_1h
+        + usage.cache_read * prices.cache_read
+        + usage.output * prices.output
+    ) / _PER_TOKEN
+    if is_regional(inference_geo):
+        total *= model.residency_multiplier
     if batch:
         total *= model.batch_multiplier
     return total
+
+
+def request_cost(
+    usage: TokenUsage,
+    model: ModelInfo,
+    *,
+    batch: bool = False,
+    speed: str | None = None,
+    inference_geo: str | None = None,
+) -> Decimal:
+    """Exact USD cost of one request's ``usage``: its band from its own prompt tokens."""
+    return cost(
+        usage,
+        model,
+        batch=batch,
+        speed=speed,
+        inference_geo=inference_geo,
+        prompt_tokens=usage.total_input,
+    )
 
 
 def format_usd(amount: Decimal) -> str:

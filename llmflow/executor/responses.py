@@ -31,6 +31,7 @@ def usage_of(usage: Usage, *, default_ttl: str = "5m") -> TokenUsage:
         cache_write_1h=w1,
         cache_read=usage.cache_read_input_tokens or 0,
         output=usage.output_tokens or 0,
+        thinking=details.thinking_tokens if (details := usage.output_tokens_details) else 0,
     )
 
 

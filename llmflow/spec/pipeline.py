@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmflow.spec.policy import RequestSettings
+
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _FOR_EACH = re.compile(r"^(inputs|steps)\.([A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -55,8 +57,12 @@ class SystemBlock(_Spec):
     cache: bool = True
 
 
-class Step(_Spec):
-    """One LLM step: rendered once, or once per item of ``for_each``."""
+class Step(RequestSettings):
+    """One LLM step: rendered once, or once per item of ``for_each``.
+
+    ``effort``, ``thinking``, ``speed``, ``inference_geo`` and ``expected_thinking_tokens``
+    override the route's.
+    """
 
     task: str = Field(description="Task type; the policy routes it to a tier and a mode.")
     prompt: str = Field(description="Jinja2 template of the user message.")
@@ -83,9 +89,16 @@ class Step(_Spec):
     )
     output_schema: dict[str, Any] | None = Field(
         default=None,
-        description="JSON Schema of a structured output (a forced tool); outputs are parsed JSON.",
+        description=(
+            "JSON Schema of a structured output (output_config.format, or a forced tool on"
+            " models without structured outputs); outputs are parsed JSON."
+        ),
     )
-    temperature: float | None = Field(default=None, ge=0, le=1)
+    temperature: float | None = Field(
+        default=None, ge=0, le=1, description="Sampling temperature (models before Opus 4.7)."
+    )
+    top_p: float | None = Field(default=None, ge=0, le=1, description="Nucleus sampling.")
+    top_k: int | None = Field(default=None, gt=0, description="Top-k sampling.")
     stream: bool = Field(default=False, description="Stream the response (needed for early abort).")
     abort_after_tokens: int | None = Field(
         default=None,

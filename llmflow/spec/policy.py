@@ -13,6 +13,43 @@ from pydantic import BaseModel, ConfigDict, Field
 
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+Speed = Literal["standard", "fast"]
+
+
+class ThinkingConfig(BaseModel):
+    """``thinking: {type: enabled, budget_tokens: N}`` (or adaptive/disabled with a display)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["adaptive", "enabled", "disabled", "between_tools"]
+    budget_tokens: int | None = Field(default=None, gt=0)
+    display: Literal["summarized", "omitted"] | None = None
+
+
+Thinking = Literal["adaptive", "disabled", "between_tools"] | ThinkingConfig
+
+
+class RequestSettings(BaseModel):
+    """Settings sent with every request of a route or step (unset: the model's default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    effort: Effort | None = Field(
+        default=None, description="output_config.effort: how hard the model works (and thinks)."
+    )
+    thinking: Thinking | None = Field(
+        default=None,
+        description="adaptive | disabled | between_tools, or {type: enabled, budget_tokens: N}.",
+    )
+    speed: Speed | None = Field(default=None, description="fast: fast mode (dearer; sync only).")
+    inference_geo: str | None = Field(
+        default=None, description="Data residency, e.g. `us` (1.1x on every category)."
+    )
+    expected_thinking_tokens: int | None = Field(
+        default=None, ge=0, description="Expected thinking per request (else the estimate)."
+    )
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -36,7 +73,7 @@ class Tier(_Spec):
     max_output_tokens: int | None = Field(default=None, gt=0)
 
 
-class Route(_Spec):
+class Route(RequestSettings):
     """How one task type runs. Unset fields fall back to ``default_route``."""
 
     tier: str | None = None

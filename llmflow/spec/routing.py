@@ -7,7 +7,7 @@ from typing import Literal
 
 from llmflow.errors import PlanError
 from llmflow.spec.pipeline import Step
-from llmflow.spec.policy import Policy, Route
+from llmflow.spec.policy import Policy, RequestSettings, Route, ThinkingConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,43 @@ class RouteDecision:
     expected_output_tokens: int
     downgrade_to: str | None
     notes: tuple[str, ...]
+    effort: str | None = None
+    thinking: ThinkingConfig | None = None
+    speed: str | None = None
+    inference_geo: str | None = None
+    expected_thinking_tokens: int | None = None
+
+    @property
+    def settings_source(self) -> dict[str, str]:
+        """Which request settings are set (for notes)."""
+        found = {
+            "effort": self.effort,
+            "thinking": self.thinking.type if self.thinking else None,
+            "speed": self.speed,
+            "inference_geo": self.inference_geo,
+        }
+        return {k: v for k, v in found.items() if v is not None}
+
+
+def _setting(name: str, *layers: RequestSettings | None) -> object:
+    for layer in layers:
+        value = getattr(layer, name, None) if layer is not None else None
+        if value is not None:
+            return value
+    return None
+
+
+def request_settings(
+    step: Step, route: Route | None, default: Route | None
+) -> dict[str, object]:
+    """effort, thinking, speed, inference_geo and expected_thinking_tokens, each from the
+    step, else the task's route, else ``default_route`` (None: the model's default)."""
+    names = ("effort", "thinking", "speed", "inference_geo", "expected_thinking_tokens")
+    found = {name: _setting(name, step, route, default) for name in names}
+    thinking = found["thinking"]
+    if isinstance(thinking, str):
+        found["thinking"] = ThinkingConfig.model_validate({"type": thinking})
+    return found
 
 
 def resolve_route(policy: Policy, step: Step) -> RouteDecision:
@@ -33,6 +70,7 @@ def resolve_route(policy: Policy, step: Step) -> RouteDecision:
     notes: list[str] = []
     route = policy.routes.get(step.task)
     default = policy.default_route
+    settings = request_settings(step, route, default)
     if route is None:
         if default is None:
             raise PlanError(
@@ -68,6 +106,7 @@ def resolve_route(policy: Policy, step: Step) -> RouteDecision:
         expected_output_tokens=min(expected, max_tokens),
         downgrade_to=route.downgrade_to,
         notes=tuple(notes),
+        **settings,  # type: ignore[arg-type]
     )
 
 

@@ -74,6 +74,8 @@ class Completed:
     output: JsonValue = None
     stop_reason: str | None = None
     service_tier: str | None = None
+    speed: str | None = None
+    inference_geo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
