@@ -26,7 +26,7 @@ from llmflow.executor.chunking import chunk_requests
 from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.responses import output_of, ttl_of, usage_of
 from llmflow.executor.retry import Verdict, classify, raise_if_fatal
-from llmflow.planner import request_max_cost, tier_model
+from llmflow.planner import request_max_cost, retarget, tier_model
 from llmflow.tracker import Completed, Failed, Reservation
 
 _log = structlog.get_logger("llmflow.executor")
@@ -251,7 +251,7 @@ class BatchStep:
                 await ctx.pause(ctx.backoff.delay(attempt, failure))
 
     def _repriced(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {**params, "model": self.route.model.id}
+        return retarget(params, self.route.model)
 
     async def _collect(self, batch_id: str, pending: dict[str, _Pending]) -> _Outcome:
         """Poll until the batch ends, then record every result."""
@@ -289,7 +289,7 @@ class BatchStep:
                     route.step_id, key, waiting.index, waiting.model, waiting.tier, "batch",
                     usage_of(message.usage, default_ttl=ttl_of(params)), waiting.reservation,
                     message.id, extracted.output, message.stop_reason,
-                    message.usage.service_tier,
+                    message.usage.service_tier, message.usage.speed, message.usage.inference_geo,
                 )  # fmt: skip
                 if extracted.error is None:
                     completed.append(done)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -73,7 +72,7 @@ class StepRoute:
             "budget.downgrade", step=self.step_id, from_tier=self.tier, to_tier=self.downgrade_to
         )
         self.tier, self.model, self.downgraded = self.downgrade_to, model, True
-        self.template = dataclasses.replace(self.template, model=model.id)
+        self.template = self.template.on_model(model)
         return True
 
     def params(self, context: dict[str, Any]) -> dict[str, Any]:

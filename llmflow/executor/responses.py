@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,15 +45,24 @@ class Extracted:
 
 
 def output_of(message: Message, *, structured: bool) -> Extracted:
-    """The step output: joined text, or the forced tool's input for structured steps."""
-    if structured:
-        for block in message.content:
-            if block.type == "tool_use":
-                return Extracted(block.input)
-        reason = "cut at max_tokens" if message.stop_reason == "max_tokens" else "no tool_use block"
-        return Extracted(None, f"structured output missing ({reason})")
+    """The step output: the answer's joined text (thinking blocks are not output), or for
+    structured steps the parsed JSON of ``output_config.format`` (or the forced tool's
+    input, on models without structured outputs)."""
     text = "".join(block.text for block in message.content if block.type == "text")
-    return Extracted(text)
+    if not structured:
+        return Extracted(text)
+    for block in message.content:
+        if block.type == "tool_use":
+            return Extracted(block.input)
+    cut = message.stop_reason == "max_tokens"
+    if text:
+        try:
+            return Extracted(json.loads(text))
+        except ValueError:
+            reason = "cut at max_tokens" if cut else "not valid JSON"
+            return Extracted(None, f"structured output unusable ({reason})")
+    reason = "cut at max_tokens" if cut else "no JSON text or tool_use block"
+    return Extracted(None, f"structured output missing ({reason})")
 
 
 def ttl_of(params: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.responses import output_of, ttl_of, usage_of
 from llmflow.executor.retry import Verdict, classify, raise_if_fatal
 from llmflow.executor.warmup import WarmGate
-from llmflow.planner import request_max_cost
+from llmflow.planner import request_max_cost, split_sdk_params
 from llmflow.planner.tokens import estimate_text
 from llmflow.tracker import Completed, Reservation
 
@@ -184,11 +184,11 @@ class SyncStep:
         """One attempt. The leader of a cached prefix streams, to release followers as
         soon as its response has begun; ``abort_after_tokens`` also needs a stream."""
         client, route = self.ctx.client, self.route
-        extra = _extra_body(params)
+        sdk, extra = split_sdk_params(params)
         if lead_key is None and not route.stream:
-            message: Message = await client.messages.create(**_sdk_params(params), extra_body=extra)
+            message: Message = await client.messages.create(**sdk, extra_body=extra)
             return message, getattr(message, "_request_id", None)
-        async with client.messages.stream(**_sdk_params(params), extra_body=extra) as stream:
+        async with client.messages.stream(**sdk, extra_body=extra) as stream:
             received_bytes = estimated_tokens = 0
             async for event in stream:
                 if event.type == "message_start" and lead_key is not None:
@@ -218,6 +218,7 @@ class SyncStep:
         done = Completed(
             route.step_id, key, index, sent.model, sent.tier, "sync", usage, reservation,
             request_id, extracted.output, message.stop_reason, message.usage.service_tier,
+            message.usage.speed, message.usage.inference_geo,
         )  # fmt: skip
         if extracted.error is None:
             ctx.tracker.record_batch([done])
@@ -237,14 +238,6 @@ def _prefix_key(params: dict[str, Any]) -> str | None:
     if last is None:
         return None
     return repr((params["model"], blocks[: last + 1]))
-
-
-def _sdk_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k != "temperature"}
-
-
-def _extra_body(params: dict[str, Any]) -> dict[str, Any] | None:
-    return {"temperature": params["temperature"]} if "temperature" in params else None
 
 
 def _aborted(snapshot: Message, received_bytes: int) -> Message:

@@ -21,9 +21,12 @@ from llmflow.planner.planner import (
 )
 from llmflow.planner.requests import (
     CacheMarks,
+    RequestOptions,
     RequestTemplate,
     build_params,
     inputs_namespace,
+    retarget,
+    split_sdk_params,
     steps_namespace,
 )
 from llmflow.planner.tokens import TokenCounter, params_size
@@ -32,6 +35,7 @@ __all__ = [
     "CacheMarks",
     "Plan",
     "PlanResult",
+    "RequestOptions",
     "RequestTemplate",
     "StepPlan",
     "TokenCounter",
@@ -43,6 +47,8 @@ __all__ = [
     "params_size",
     "plan_json_schema",
     "request_max_cost",
+    "retarget",
+    "split_sdk_params",
     "steps_namespace",
     "tier_model",
 ]

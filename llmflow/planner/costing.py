@@ -3,8 +3,10 @@
 * **expected**: estimated tokens, the cache decision's expected writes and reads.
 * **max**: a true upper bound. Per request the prefix (≤ its byte bound) is billed at
   the dearest of input, cache write at the planned TTL and cache read; the rest at the
-  input price; output at ``max_tokens``. Cost is linear in how the prefix splits
-  between these categories, so the dearest single category bounds every split.
+  input price; output (text and thinking) at ``max_tokens``. Cost is linear in how the
+  prefix splits between these categories, so the dearest single category bounds every
+  split. Prices are those of the band the largest request's bound could reach (a
+  higher band is dearer in every category), with fast mode and residency as asked.
 * **baseline**: the same tokens on the baseline tier, synchronous, without cache.
 """
 
@@ -21,6 +23,7 @@ from llmflow.planner.tokens import (
     ZERO_SIZE,
     Size,
     block_size,
+    injected_tokens,
     params_size,
     tool_size,
 )
@@ -50,11 +53,15 @@ def max_cost(
     model: ModelInfo,
     batch: bool,
     ttls: Sequence[Ttl] = (),
+    largest_prompt: int = 0,
+    speed: str | None = None,
+    inference_geo: str | None = None,
 ) -> Decimal:
     """Upper bound of ``requests`` requests: each writes its prefix (or the dearer case).
 
     ``prefix_bound`` is per request, ``rest_bound`` summed over all requests; ``ttls``
-    are the TTLs the requests' breakpoints carry (none: no cache, all input).
+    are the TTLs the requests' breakpoints carry (none: no cache, all input);
+    ``largest_prompt`` bounds the prompt of the largest request (it picks the band).
     """
     output = requests * max_tokens
     prefix = requests * prefix_bound
@@ -65,7 +72,17 @@ def max_cost(
         cases.append(TokenUsage(input=rest_bound, cache_write_5m=prefix, output=output))
     if "1h" in ttls:
         cases.append(TokenUsage(input=rest_bound, cache_write_1h=prefix, output=output))
-    return max(cost(case, model, batch=batch) for case in cases)
+    return max(
+        cost(
+            case,
+            model,
+            batch=batch,
+            speed=speed,
+            inference_geo=inference_geo,
+            prompt_tokens=largest_prompt,
+        )
+        for case in cases
+    )
 
 
 def baseline_cost(usage: TokenUsage, model: ModelInfo) -> Decimal:
@@ -113,7 +130,7 @@ def _ttl(marks: Mapping[str, Any]) -> Ttl:
 
 def request_max_cost(params: Mapping[str, Any], model: ModelInfo, *, batch: bool) -> Decimal:
     """Upper bound of one request's cost: what a budget reserves before dispatching it."""
-    total = params_size(params).bound
+    total = params_size(params).bound + injected_tokens(params, model)
     prefix, ttls = request_prefix_bound(params)
     return max_cost(
         requests=1,
@@ -123,4 +140,7 @@ def request_max_cost(params: Mapping[str, Any], model: ModelInfo, *, batch: bool
         model=model,
         batch=batch,
         ttls=ttls,
+        largest_prompt=total,
+        speed=params.get("speed"),
+        inference_geo=params.get("inference_geo"),
     )

@@ -1,8 +1,9 @@
 """Sizing a step's requests without sending them (DESIGN.md section 5).
 
-Each request of a step is split into its cacheable **prefix** (the forced output tool,
-then the leading static system blocks not marked ``cache: false``) and the **rest**
-(request and message framing, the other system blocks and the prompt).
+Each request of a step is split into its cacheable **prefix** (the forced output tool on
+models without structured outputs, then the leading static system blocks not marked
+``cache: false``) and the **rest** (request and message framing, an
+``output_config.format`` schema, the other system blocks and the prompt).
 
 * A ``for_each`` over a dataset streams it once: memory stays bounded. Where a
   template only interpolates item fields directly (``{{ item.body }}``), a request's
@@ -26,7 +27,13 @@ from typing import Any, Final, Literal
 from jinja2 import TemplateError, nodes
 
 from llmflow.errors import DatasetError
-from llmflow.planner.requests import build_params, count_params, output_tool
+from llmflow.planner.requests import (
+    RequestOptions,
+    build_params,
+    count_params,
+    output_format,
+    output_tool,
+)
 from llmflow.planner.tokens import (
     BLOCK_FRAMING,
     EST_BLOCK_FRAMING,
@@ -122,6 +129,12 @@ class StepProfile:
     rest: Size
     samples: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    largest_rest: int = 0  # bound of the largest single request's rest
+
+    @property
+    def largest_bound(self) -> int:
+        """A true bound of the largest single request's prompt (before injected tokens)."""
+        return self.prefix_size.bound + self.largest_rest
 
     @property
     def prefix_size(self) -> Size:
@@ -147,6 +160,7 @@ class StepSource:
     max_tokens: int
     dataset: tuple[Path, DatasetType, int | None] | None = None
     fan_out_over: str | None = None
+    options: RequestOptions = RequestOptions()
 
 
 def _digest(kind: str, text: str) -> str:
@@ -295,11 +309,14 @@ def profile_step(
     ctx = _Contexts(inputs, {k: upstream[k] for k in sorted(read) if k in upstream})
     blocks = step.system_blocks
     prefix: list[PrefixSegment] = []
-    if step.output_schema is not None:
+    static_rest = _REST_FRAMING
+    if step.output_schema is not None and source.options.structured_via == "tool":
         tool = output_tool(step.output_schema)
         key = _digest("tool", json.dumps(tool, sort_keys=True))
         prefix.append(PrefixSegment("tool", 0, key, tool_size(tool)))
-    static_rest = _REST_FRAMING
+    elif step.output_schema is not None:
+        schema = output_format(step.output_schema)["schema"]
+        static_rest += Size(utf8_len(json.dumps(schema)), estimate_text(json.dumps(schema)))
     dynamic: list[tuple[str, int]] = []  # (source, framing bytes) rendered per request
     in_prefix = True
     for index, block in enumerate(blocks):
@@ -341,6 +358,7 @@ def profile_step(
             )
         profile.requests = count
         profile.rest = one.scaled(count)
+        profile.largest_rest = one.bound
         if keep_samples and count:
             profile.samples = [_sample_params(source, ctx, item_value_of(item))]
     return profile
@@ -369,7 +387,7 @@ def _sample_params(source: StepSource, ctx: _Contexts, item: Any) -> dict[str, A
         max_tokens=source.max_tokens,
         system=[render(b.text, context) for b in step.system_blocks],
         prompt=render(step.prompt, context),
-        output_schema=step.output_schema,
+        options=source.options,
     )
     return count_params(params)
 
@@ -408,6 +426,7 @@ def _profile_dataset(
             fast.append(bound)
     item_sources = [text for text, _ in dynamic if references(text).uses_item]
     bound_total = 0
+    largest = 0
     sample_bound = 0
     sample_expected = 0
     seen = 0
@@ -424,6 +443,7 @@ def _profile_dataset(
                     rendered += ctx.extra(text, item, "bound")
                     bytes_ += rendered + (framing if rendered else 0)
                 bound_total += bytes_
+                largest = max(largest, bytes_)
                 if index % stride == 0:
                     sample_bound += bytes_
                     estimate = 0
@@ -448,6 +468,7 @@ def _profile_dataset(
     )
     profile.requests = seen
     profile.rest = static_rest.scaled(seen) + Size(bound_total, min(expected_total, bound_total))
+    profile.largest_rest = static_rest.bound + largest
     how = "from the item fields' bytes" if not slow else "from each rendered item"
     sampled = "every item" if stride == 1 else f"every {stride}th item"
     profile.notes.append(

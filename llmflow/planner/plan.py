@@ -35,7 +35,8 @@ class TokenPlan(_Model):
     input: int = Field(ge=0)
     cache_write: int = Field(ge=0)
     cache_read: int = Field(ge=0)
-    output_expected: int = Field(ge=0)
+    output_expected: int = Field(ge=0, description="Answer and thinking tokens.")
+    thinking_expected: int = Field(ge=0, description="The thinking part of output_expected.")
     output_max: int = Field(ge=0)
 
 
@@ -55,6 +56,10 @@ class StepPlan(_Model):
     tier: str
     model: str
     mode: Literal["sync", "batch"]
+    effort: str | None = Field(description="The effort requests run at (None: no effort).")
+    thinking: Literal["off", "adaptive", "enabled"]
+    speed: Literal["standard", "fast"] | None = None
+    inference_geo: str | None = None
     requests: int = Field(ge=0)
     max_tokens: int = Field(gt=0)
     cache: CachePlan

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from llmflow.catalog import Catalog, ModelInfo, TokenUsage, cost, format_usd, load_catalog
+from llmflow.catalog.rules import ThinkingMode, effective_effort, thinking_mode
 from llmflow.errors import DatasetError
 from llmflow.planner.cache import (
     BATCH_SECONDS,
@@ -44,8 +45,20 @@ from llmflow.planner.plan import (
     TokenPlan,
     TotalPlan,
 )
-from llmflow.planner.requests import CacheMarks, RequestTemplate, inputs_namespace
-from llmflow.planner.tokens import TokenCounter, params_size
+from llmflow.planner.requests import (
+    CacheMarks,
+    RequestOptions,
+    RequestTemplate,
+    build_params,
+    inputs_namespace,
+)
+from llmflow.planner.tokens import (
+    Size,
+    TokenCounter,
+    injected_tokens,
+    params_size,
+    scale_estimate,
+)
 from llmflow.spec.dag import build_graph, waves
 from llmflow.spec.loader import PipelineFile, PolicyFile
 from llmflow.spec.pipeline import DatasetInput, Pipeline
@@ -66,7 +79,65 @@ class ResolvedStep:
     max_tokens: int
     profile: StepProfile
     notes: list[str]
+    output: OutputExpectation
     chain: list[str] = field(default_factory=list)  # prefix identity at each boundary
+
+
+@dataclass(frozen=True, slots=True)
+class OutputExpectation:
+    """Expected output tokens of one request: the answer and the thinking before it."""
+
+    text: int
+    thinking: int
+    effort: str | None
+    thinking_mode: ThinkingMode
+
+    @property
+    def total(self) -> int:
+        """Billed output tokens (thinking is billed as output)."""
+        return self.text + self.thinking
+
+
+def expect_output(route: RouteDecision, model: ModelInfo, max_tokens: int) -> OutputExpectation:
+    """Expected thinking (the step's ``expected_thinking_tokens``, else the catalog's
+    estimate for the model and effort) and answer, together within ``max_tokens``."""
+    effort = effective_effort(model, route.effort)
+    mode = thinking_mode(model, route.thinking.type if route.thinking else None)
+    if route.expected_thinking_tokens is not None:
+        thinking = route.expected_thinking_tokens
+    elif mode == "off":
+        thinking = 0
+    else:
+        thinking = model.thinking_estimate(effort)
+        budget = route.thinking.budget_tokens if route.thinking else None
+        if mode == "enabled" and budget is not None:
+            thinking = min(thinking, budget)
+    thinking = min(thinking, max_tokens)
+    text = min(route.expected_output_tokens, max_tokens - thinking)
+    return OutputExpectation(text, thinking, effort, mode)
+
+
+def _output_notes(route: RouteDecision, out: OutputExpectation, max_tokens: int) -> list[str]:
+    notes: list[str] = []
+    if out.thinking_mode == "off":
+        return notes
+    source = (
+        "set by expected_thinking_tokens"
+        if route.expected_thinking_tokens is not None
+        else "catalog estimate, not a published figure"
+    )
+    at = f" at effort {out.effort}" if out.effort else ""
+    notes.append(
+        f"thinking {out.thinking_mode}{at}: ~{out.thinking:,} thinking tokens per request"
+        f" ({source}), billed as output"
+    )
+    if out.text < route.expected_output_tokens:
+        notes.append(
+            f"max_tokens {max_tokens} bounds thinking and answer together: ~{out.text:,} of the"
+            f" {route.expected_output_tokens:,} expected answer tokens fit; raise max_tokens,"
+            " lower effort or disable thinking where the model allows"
+        )
+    return notes
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +207,7 @@ def resolve(
             )
         if route.mode == "batch" and step.stream:
             notes.append("stream: true has no effect in batch mode")
+        options = RequestOptions.of(step, route, model)
         dataset = None
         fan_out_over = None
         source = step.for_each_source
@@ -146,16 +218,28 @@ def resolve(
         elif source is not None:
             fan_out_over = source[1]
         profile = profile_step(
-            StepSource(step_id, step, model.id, max_tokens, dataset, fan_out_over),
+            StepSource(step_id, step, model.id, max_tokens, dataset, fan_out_over, options),
             namespace,
             upstream,
             keep_samples=keep_samples,
         )
         notes += profile.notes
-        expected_out = min(route.expected_output_tokens, max_tokens)
+        injected = injected_tokens(
+            build_params(model=model.id, max_tokens=1, system=(), prompt="", options=options),
+            model,
+        )
+        if injected:
+            profile.rest += Size(injected, injected).scaled(profile.requests)
+            profile.largest_rest += injected
+            notes.append(
+                f"+{injected} input tokens per request: the system prompt the API adds for"
+                " structured output or tools"
+            )
+        output = expect_output(route, model, max_tokens)
+        notes += _output_notes(route, output, max_tokens)
         fields = len((step.output_schema or {}).get("properties") or {})
-        upstream[step_id] = Upstream(profile.requests, expected_out, max_tokens, fields)
-        steps[step_id] = ResolvedStep(step_id, route, model, max_tokens, profile, notes)
+        upstream[step_id] = Upstream(profile.requests, output.text, max_tokens, fields)
+        steps[step_id] = ResolvedStep(step_id, route, model, max_tokens, profile, notes, output)
     baseline = tier_model(policy, policy.baseline_tier, catalog)
     return Resolution(pipeline.name, policy.name, layers, steps, baseline, policy_file, pipeline)
 
@@ -217,6 +301,12 @@ def _expected_sizes(rs: ResolvedStep, exact: ExactCounts | None) -> _Expected:
         cumulative.append(running)
     rest = profile.rest.expected
     if exact is None or not exact.samples:
+        family = rs.model.tokenizer
+        cumulative = [
+            min(scale_estimate(c, family), b)
+            for c, b in zip(cumulative, _bounds(profile), strict=True)
+        ]
+        rest = min(scale_estimate(rest, family), profile.rest.bound)
         return _Expected(cumulative, rest)
     prefix_bound = profile.prefix_size.bound
     if exact.prefix is not None and running:
@@ -238,6 +328,14 @@ def _expected_sizes(rs: ResolvedStep, exact: ExactCounts | None) -> _Expected:
         + ("" if len(exact.samples) >= profile.requests else "; the rest scaled")
     )
     return _Expected(cumulative, rest, note)
+
+
+def _bounds(profile: StepProfile) -> list[int]:
+    running, bounds = 0, []
+    for segment in profile.prefix:
+        running += segment.size.bound
+        bounds.append(running)
+    return bounds
 
 
 def _chains(profile: StepProfile, model: str) -> list[str]:
@@ -289,8 +387,7 @@ def price(resolution: Resolution, exact: Mapping[str, ExactCounts] | None = None
             sizes = _expected_sizes(rs, (exact or {}).get(step_id))
             batch = rs.route.mode == "batch"
             n = rs.profile.requests
-            expected_out = min(rs.route.expected_output_tokens, rs.max_tokens)
-            seconds = request_seconds(expected_out)
+            seconds = request_seconds(rs.output.total)
             marks = _breakpoints(rs, sizes.cumulative, shared, rs.model.min_cacheable_tokens)
             marks = marks if rs.chain else []
             shared_read, writer = 0, None
@@ -333,15 +430,16 @@ def price(resolution: Resolution, exact: Mapping[str, ExactCounts] | None = None
                             entries[rs.chain[boundary]] = _Entry(
                                 step_id, wave_index, end + TTL_SECONDS[choice.ttl]
                             )
-            step_plan, amounts = _step_plan(
-                rs, choice, cache_marks, sizes, expected_out, resolution
+            step_plan, amounts, price_notes = _step_plan(
+                rs, choice, cache_marks, sizes, resolution
             )
-            step_plans.append(step_plan.model_copy(update={"notes": notes}))
+            step_plans.append(step_plan.model_copy(update={"notes": notes + price_notes}))
             totals = [t + a for t, a in zip(totals, amounts, strict=True)]
             templates[step_id] = RequestTemplate.for_step(
                 step_id,
                 resolution.pipeline.steps[step_id],
-                model=rs.model.id,
+                model=rs.model,
+                route=rs.route,
                 max_tokens=rs.max_tokens,
                 cache=cache_marks,
             )
@@ -383,29 +481,40 @@ def _step_plan(
     choice: CacheChoice,
     marks: CacheMarks | None,
     sizes: _Expected,
-    expected_out: int,
     resolution: Resolution,
-) -> tuple[StepPlan, tuple[Decimal, Decimal, Decimal]]:
+) -> tuple[StepPlan, tuple[Decimal, Decimal, Decimal], list[str]]:
     n = rs.profile.requests
     batch = rs.route.mode == "batch"
-    usage = choice.usage() + TokenUsage(input=sizes.rest, output=n * expected_out)
-    expected = cost(usage, rs.model, batch=batch)
+    route, model = rs.route, rs.model
+    usage = choice.usage() + TokenUsage(
+        input=sizes.rest, output=n * rs.output.total, thinking=n * rs.output.thinking
+    )
+    mean_prompt = usage.total_input // n if n else 0
+    rates = {"speed": route.speed, "inference_geo": route.inference_geo}
+    expected = cost(usage, model, batch=batch, prompt_tokens=mean_prompt, **rates)
+    largest = rs.profile.largest_bound
     maximum = max_cost(
         requests=n,
         prefix_bound=rs.profile.prefix_size.bound,
         rest_bound=rs.profile.rest.bound,
         max_tokens=rs.max_tokens,
-        model=rs.model,
+        model=model,
         batch=batch,
         ttls=() if choice.ttl is None else (choice.ttl,),
+        largest_prompt=largest,
+        **rates,
     )
     baseline = baseline_cost(usage, resolution.baseline)
     step = StepPlan(
         id=rs.step_id,
-        task=rs.route.task,
-        tier=rs.route.tier,
-        model=rs.model.id,
-        mode=rs.route.mode,
+        task=route.task,
+        tier=route.tier,
+        model=model.id,
+        mode=route.mode,
+        effort=rs.output.effort,
+        thinking=rs.output.thinking_mode,
+        speed=route.speed,
+        inference_geo=route.inference_geo,
         requests=n,
         max_tokens=rs.max_tokens,
         cache=CachePlan(
@@ -421,6 +530,7 @@ def _step_plan(
             cache_write=usage.cache_write,
             cache_read=usage.cache_read,
             output_expected=usage.output,
+            thinking_expected=usage.thinking,
             output_max=n * rs.max_tokens,
         ),
         cost=CostPlan(
@@ -428,7 +538,39 @@ def _step_plan(
         ),
         notes=[],
     )
-    return step, (expected, maximum, baseline)
+    notes = _rate_notes(model, route, mean_prompt, largest)
+    return step, (expected, maximum, baseline), notes
+
+
+def _rate_notes(model: ModelInfo, route: RouteDecision, mean_prompt: int, largest: int) -> list[str]:
+    """Why a step is priced above its model's base rates: bands, fast mode, residency."""
+    notes: list[str] = []
+    band = model.band(mean_prompt)
+    if band is not None and route.speed != "fast":
+        notes.append(
+            f"prompts of ~{mean_prompt:,} tokens exceed {model.id}'s"
+            f" {band.above_prompt_tokens:,}-token band: every category, output included, is"
+            f" priced at {format_usd(band.input_usd_per_mtok)}/"
+            f"{format_usd(band.output_usd_per_mtok)} per MTok"
+        )
+    top = model.band(largest)
+    if top is not None and top != band and route.speed != "fast":
+        notes.append(
+            f"max is priced at the >{top.above_prompt_tokens:,}-token band: the largest"
+            f" request's upper bound ({largest:,} tokens) could reach it"
+        )
+    if route.speed == "fast" and model.fast is not None:
+        notes.append(
+            f"fast mode: {format_usd(model.fast.input_usd_per_mtok)}/"
+            f"{format_usd(model.fast.output_usd_per_mtok)} per MTok instead of"
+            f" {format_usd(model.input_usd_per_mtok)}/{format_usd(model.output_usd_per_mtok)}"
+        )
+    if route.inference_geo not in (None, "global"):
+        notes.append(
+            f"inference_geo {route.inference_geo}: every category ×"
+            f" {format_usd(model.residency_multiplier)} (data residency)"
+        )
+    return notes
 
 
 def build_plan(

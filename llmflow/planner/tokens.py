@@ -7,8 +7,14 @@ and ``json.dumps(input_schema)``) plus fixed framing per request, message, block
 tool. ``max`` costs and budget reservations use it.
 
 The estimate counts word pieces of at most four characters and single punctuation
-marks (about four bytes a token on English prose); every piece covers at least one
-byte, so an estimate never exceeds the bound.
+marks (about four bytes a token on English prose: the "old" tokenizer family); every
+piece covers at least one byte, so an estimate never exceeds the bound. Models of the
+"new" family (Opus 4.7 and later) count about 30% more tokens for the same text:
+:func:`estimate_text` scales by :data:`TOKENIZER_FACTORS` (capped at the bound).
+
+The API adds a system prompt of its own to requests with tools or structured output
+(:func:`injected_tokens`, per model in the catalog); it is billed as input, so both the
+estimate and the bound include it.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Final, Protocol
+
+from llmflow.catalog import ModelInfo
 
 #: Upper-bound framing, in tokens (a true bound, used for ``max`` and reservations).
 REQUEST_FRAMING: Final = 64
@@ -33,6 +42,9 @@ EST_BLOCK_FRAMING: Final = 1
 EST_TOOL_FRAMING: Final = 4
 
 _PIECE: Final = re.compile(r"\w{1,4}|[^\w\s]")
+
+#: Expected tokens of a tokenizer family per token of the offline estimate.
+TOKENIZER_FACTORS: Final[dict[str, Fraction]] = {"old": Fraction(1), "new": Fraction(13, 10)}
 
 
 class TokenCounter(Protocol):
@@ -66,9 +78,30 @@ def utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def estimate_text(text: str) -> int:
-    """Offline estimate of the tokens of ``text`` (never above its UTF-8 bytes)."""
-    return len(_PIECE.findall(text))
+def estimate_text(text: str, tokenizer: str = "old") -> int:
+    """Offline estimate of the tokens of ``text`` for a tokenizer family (never above
+    its UTF-8 bytes)."""
+    pieces = len(_PIECE.findall(text))
+    if tokenizer == "old":
+        return pieces
+    return min(scale_estimate(pieces, tokenizer), utf8_len(text))
+
+
+def scale_estimate(tokens: int, tokenizer: str) -> int:
+    """An old-family estimate as the ``tokenizer`` family would count it."""
+    return int(tokens * TOKENIZER_FACTORS.get(tokenizer, Fraction(1)))
+
+
+def injected_tokens(params: Mapping[str, Any], model: ModelInfo) -> int:
+    """Input tokens the API adds as a system prompt for tools or structured output."""
+    injected = model.injected_prompt_tokens
+    total = 0
+    if params.get("tools"):
+        forced = (params.get("tool_choice") or {}).get("type") in ("any", "tool")
+        total += injected.forced_tool if forced else injected.tools
+    if (params.get("output_config") or {}).get("format") is not None:
+        total += injected.structured_output
+    return total
 
 
 def text_size(text: str) -> Size:
@@ -121,4 +154,7 @@ def params_size(params: Mapping[str, Any]) -> Size:
             total += block_size(str(block.get("text", "")))
     for message in params.get("messages", ()):
         total += message_size(message)
+    output_format = (params.get("output_config") or {}).get("format")
+    if output_format is not None:
+        total += text_size(json.dumps(output_format.get("schema", {})))
     return total

@@ -77,6 +77,10 @@ class PolicyFile:
         return Diagnostic(self.display, pos.line, pos.col, _dotted(path), message)
 
 
+#: An extra check of a loaded pair (see :func:`load_pair`): the problems it finds.
+PairCheck = Callable[[PipelineFile, PolicyFile], list[Diagnostic]]
+
+
 def display_path(path: Path) -> str:
     """The path as the user would write it: relative to the working directory when inside it."""
     try:
@@ -132,11 +136,14 @@ def load_pair(
     is_known_model: Callable[[str], bool] | None = None,
     model_ids: Sequence[str] = (),
     inputs: Mapping[str, str] | None = None,
+    check_pair: PairCheck | None = None,
 ) -> tuple[PipelineFile, PolicyFile | None]:
     """Load both files and check them together; every diagnostic of both is raised at once.
 
     ``inputs`` (from ``--input key=value``) are checked against the pipeline's scalar
-    inputs when given; a scalar without a default then needs a value.
+    inputs when given; a scalar without a default then needs a value. ``check_pair``
+    adds checks this layer cannot make (each step against its model): it runs whenever
+    both files could be read, and its diagnostics are raised with the rest.
     """
     problems: list[Diagnostic] = []
     pipeline_file: PipelineFile | None = None
@@ -156,6 +163,8 @@ def load_pair(
             problems += exc.diagnostics
     if pipeline_file is not None and policy_file is not None and policy_ok:
         problems += _check_routes(pipeline_file, policy_file)
+    if pipeline_file is not None and policy_file is not None and check_pair is not None:
+        problems += check_pair(pipeline_file, policy_file)
     if pipeline_file is not None and inputs is not None:
         problems += _check_inputs(pipeline_file, inputs)
     if problems:
@@ -266,7 +275,7 @@ def _check_pipeline(loaded: PipelineFile) -> list[Diagnostic]:
             problems.append(
                 loaded.diagnostic(
                     (*base, "output_schema"),
-                    "must be a JSON Schema with `type: object` (it becomes a forced tool's input)",
+                    "must be a JSON Schema with `type: object` (structured outputs need an object)",
                 )
             )
         if step.abort_after_tokens is not None and not step.stream:

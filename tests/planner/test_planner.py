@@ -78,6 +78,7 @@ def test_hand_computed_step(make_pair: PairMaker) -> None:
         "cache_write": 5001,
         "cache_read": 10002,
         "output_expected": 12,
+        "thinking_expected": 0,
         "output_max": 30,
     }
     # 5001·1.25 + 10002·0.1 + 24 + 12·5 = 7335.45 µ$ (haiku 1/5)
@@ -155,6 +156,10 @@ def test_json_contract_fields(make_pair: PairMaker) -> None:
         "tier",
         "model",
         "mode",
+        "effort",
+        "thinking",
+        "speed",
+        "inference_geo",
         "requests",
         "max_tokens",
         "cache",
