@@ -61,7 +61,7 @@ def summary_usage(outcome: RunOutcome) -> TokenUsage:
         u = step["usage"]
         total += TokenUsage(
             input=u["input"], cache_write_5m=u["cache_write_5m"], cache_write_1h=u["cache_write_1h"],
-            cache_read=u["cache_read"], output=u["output"],
+            cache_read=u["cache_read"], output=u["output"], thinking=u.get("thinking", 0),
         )  # fmt: skip
     return total
 
