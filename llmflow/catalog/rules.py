@@ -133,9 +133,7 @@ def _effort_and_thinking(model: ModelInfo, shape: RequestShape) -> Iterator[Viol
     caps = model.capabilities
     if shape.effort is not None:
         if not caps.effort_levels:
-            yield Violation(
-                "output_config.effort", f"{model.id} does not support effort", "effort"
-            )
+            yield Violation("output_config.effort", f"{model.id} does not support effort", "effort")
         elif shape.effort not in caps.effort_levels:
             yield Violation(
                 "output_config.effort",
@@ -207,8 +205,7 @@ def _speed_and_geo(model: ModelInfo, shape: RequestShape, today: dt.date) -> Ite
     elif is_regional(geo) and not model.data_residency:
         yield Violation(
             "inference_geo",
-            f"{model.id} does not offer data residency (inference_geo needs a 4.6 or later"
-            " model)",
+            f"{model.id} does not offer data residency (inference_geo needs a 4.6 or later model)",
             "residency",
         )
 

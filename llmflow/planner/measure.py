@@ -160,7 +160,7 @@ class StepSource:
     max_tokens: int
     dataset: tuple[Path, DatasetType, int | None] | None = None
     fan_out_over: str | None = None
-    options: RequestOptions = RequestOptions()
+    options: RequestOptions = field(default_factory=RequestOptions)
 
 
 def _digest(kind: str, text: str) -> str:

@@ -430,9 +430,7 @@ def price(resolution: Resolution, exact: Mapping[str, ExactCounts] | None = None
                             entries[rs.chain[boundary]] = _Entry(
                                 step_id, wave_index, end + TTL_SECONDS[choice.ttl]
                             )
-            step_plan, amounts, price_notes = _step_plan(
-                rs, choice, cache_marks, sizes, resolution
-            )
+            step_plan, amounts, price_notes = _step_plan(rs, choice, cache_marks, sizes, resolution)
             step_plans.append(step_plan.model_copy(update={"notes": notes + price_notes}))
             totals = [t + a for t, a in zip(totals, amounts, strict=True)]
             templates[step_id] = RequestTemplate.for_step(
@@ -542,7 +540,9 @@ def _step_plan(
     return step, (expected, maximum, baseline), notes
 
 
-def _rate_notes(model: ModelInfo, route: RouteDecision, mean_prompt: int, largest: int) -> list[str]:
+def _rate_notes(
+    model: ModelInfo, route: RouteDecision, mean_prompt: int, largest: int
+) -> list[str]:
     """Why a step is priced above its model's base rates: bands, fast mode, residency."""
     notes: list[str] = []
     band = model.band(mean_prompt)

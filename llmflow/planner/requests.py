@@ -14,7 +14,7 @@ Context of a template: ``inputs`` (:func:`inputs_namespace`), ``steps``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from llmflow.catalog import ModelInfo
@@ -68,9 +68,7 @@ class RequestOptions:
     def of(cls, step: Step, route: RouteDecision, model: ModelInfo) -> RequestOptions:
         """The options of ``step`` routed by ``route`` onto ``model``."""
         sampling = tuple(
-            (name, value)
-            for name in SAMPLING_PARAMS
-            if (value := getattr(step, name)) is not None
+            (name, value) for name in SAMPLING_PARAMS if (value := getattr(step, name)) is not None
         )
         return cls(
             output_schema=step.output_schema,
@@ -201,7 +199,7 @@ class RequestTemplate:
     max_tokens: int
     system: tuple[str, ...]
     prompt: str
-    options: RequestOptions = RequestOptions()
+    options: RequestOptions = field(default_factory=RequestOptions)
     cache: CacheMarks | None = None
 
     @classmethod

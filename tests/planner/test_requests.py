@@ -21,7 +21,6 @@ from llmflow.spec.pipeline import Step
 from llmflow.spec.policy import ThinkingConfig
 from llmflow.spec.routing import RouteDecision
 
-
 CATALOG = load_catalog()
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}}
 
@@ -87,7 +86,9 @@ def test_request_settings_are_sent_as_the_route_says() -> None:
 def test_a_downgrade_asks_for_structured_output_the_new_model_s_way() -> None:
     haiku4, sonnet5 = CATALOG.models["claude-haiku-4-5"], CATALOG.models["claude-sonnet-5-5"]
     haiku4 = haiku4.model_copy(
-        update={"capabilities": haiku4.capabilities.model_copy(update={"structured_outputs": False})}
+        update={
+            "capabilities": haiku4.capabilities.model_copy(update={"structured_outputs": False})
+        }
     )
     on_format = build_params(
         model=sonnet5.id, max_tokens=9, system=[], prompt="p",
