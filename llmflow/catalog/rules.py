@@ -183,10 +183,12 @@ def _effort_and_thinking(model: ModelInfo, shape: RequestShape) -> Iterator[Viol
 def _speed_and_geo(model: ModelInfo, shape: RequestShape, today: dt.date) -> Iterator[Violation]:
     if shape.speed not in (None, "standard", "fast"):
         yield Violation("speed", "speed must be 'standard' or 'fast'", "fast")
+    elif shape.speed is not None and shape.batch:
+        yield Violation(
+            "speed", "speed is not accepted in batches (fast mode is sync only)", "fast"
+        )
     elif shape.speed == "fast":
-        if shape.batch:
-            yield Violation("speed", "fast mode is not available in batches", "fast")
-        elif model.fast is None:
+        if model.fast is None:
             yield Violation("speed", f"fast mode is not offered on {model.id}", "fast")
         elif not model.fast.offered_on(today):
             assert model.fast.until is not None
@@ -297,7 +299,7 @@ def _walk_schema(node: Any, where: str, problems: list[str], counts: dict[str, i
         if keyword in node:
             problems.append(f"{at}: `{keyword}` is not supported in structured outputs")
     extra = node.get("additionalProperties")
-    if node.get("type") == "object" and extra not in (None, False):
+    if node.get("type") == "object" and extra is not False:
         problems.append(f"{at}: structured outputs need `additionalProperties: false`")
     if "anyOf" in node or isinstance(node.get("type"), list):
         counts["union"] += 1

@@ -1,9 +1,17 @@
-"""A local Anthropic-compatible API (DESIGN.md section 6) for tests and dry runs.
+"""A local Anthropic-compatible API for tests and dry runs.
 
 ``create_app(config)`` returns a Starlette app; serve it with uvicorn (``llmflow
 emulator``) or mount it in-process behind ``httpx2.ASGITransport`` and the official SDK
 (``--backend emulator``). The app is imported on first use, so reading the config does
 not load the server.
+
+It serves Messages (plain and streamed), count_tokens, Message Batches and the Models
+API, all from the catalog: each model's limits, lifecycle, tokenizer family, cache
+minimum and injected prompt; requests the model does not accept are refused by the
+catalog's request rules (:mod:`.refusals`); thinking follows the model's default and
+the request's effort (:mod:`.thinking`); caching, automatic caching and cache
+diagnostics behave as the API's (:mod:`.cache`, :mod:`.diagnostics`). Output is
+deterministic for a seed; every billed response lands in a ledger (:mod:`.ledger`).
 """
 
 from __future__ import annotations

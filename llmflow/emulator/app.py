@@ -1,5 +1,8 @@
 """The emulator's Starlette app: routes, auth, request ids, rate-limit headers, faults.
 
+Endpoints: ``POST /v1/messages`` (and ``/count_tokens``), Message Batches, the Models
+API, and ``/_emulator/ledger`` and ``/_emulator/reset`` for tests.
+
 ``create_app()`` serves over uvicorn (``llmflow emulator``) and in-process behind
 ``httpx2.ASGITransport`` for ``--backend emulator`` and tests.
 """
@@ -18,12 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from llmflow.catalog import load_catalog
 from llmflow.emulator.batches import BatchStore
 from llmflow.emulator.config import EmulatorConfig
 from llmflow.emulator.engine import Engine
 from llmflow.emulator.errors import ApiError, error_bytes, invalid
 from llmflow.emulator.faults import FaultInjector
+from llmflow.emulator.models_api import listed, model_json, parse_lifecycles, retrieve
+from llmflow.emulator.paging import page, page_json, parse_limit
 from llmflow.emulator.ratelimit import RateLimitWindow
+from llmflow.emulator.refusals import refuse, utc_day
 from llmflow.emulator.streaming import message_stream
 from llmflow.emulator.validation import parse_request
 
@@ -104,17 +111,25 @@ def _api(state: EmulatorState, handler: Handler) -> Callable[[Request], Awaitabl
     return endpoint
 
 
-def _routes(state: EmulatorState) -> list[Route]:
-    engine, batches, clock = state.engine, state.batches, state.clock
+class _Handlers:
+    """The API's endpoints on one emulator's state."""
 
-    async def messages(request: Request, request_id: str) -> Response:
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.engine = state.engine
+        self.batches = state.batches
+        self.clock = state.clock
+
+    async def messages(self, request: Request, request_id: str) -> Response:
         body = await _json_body(request, MAX_MESSAGE_BYTES)
+        state = self.state
         fault = state.faults.draw()
         if fault is not None:
             raise fault
         parsed = parse_request(body)
-        now = clock()
-        message = engine.complete(parsed, now=now, request_id=request_id)
+        now = self.clock()
+        refuse(parsed, today=utc_day(now))
+        message = self.engine.complete(parsed, now=now, request_id=request_id)
         usage = message["usage"]
         state.ratelimit.count(now, parsed.total_input_tokens, usage["output_tokens"])
         if state.latency_s > 0:
@@ -130,75 +145,90 @@ def _routes(state: EmulatorState) -> list[Route]:
             )
         return _json(message)
 
-    async def count_tokens(request: Request, request_id: str) -> Response:
+    async def count_tokens(self, request: Request, request_id: str) -> Response:
         parsed = parse_request(await _json_body(request, MAX_MESSAGE_BYTES), count_only=True)
-        state.ratelimit.count(clock())
+        now = self.clock()
+        refuse(parsed, today=utc_day(now), count_only=True)
+        self.state.ratelimit.count(now)
         return _json({"input_tokens": parsed.total_input_tokens})
 
-    async def create_batch(request: Request, request_id: str) -> Response:
+    async def create_batch(self, request: Request, request_id: str) -> Response:
         body = await _json_body(request, MAX_BATCH_BYTES)
-        batch = batches.create(body, clock())
+        batch = self.batches.create(body, self.clock())
         return _json(batch.to_json(str(request.base_url)))
 
-    async def list_batches(request: Request, request_id: str) -> Response:
+    async def list_batches(self, request: Request, request_id: str) -> Response:
         query = request.query_params
-        try:
-            limit = int(query.get("limit", "20"))
-        except ValueError:
-            raise invalid("limit: Input should be a valid integer") from None
-        if not 1 <= limit <= 1000:
-            raise invalid("limit: Input should be between 1 and 1000")
-        page, has_more = batches.page(clock(), query.get("before_id"), query.get("after_id"), limit)
-        base = str(request.base_url)
-        return _json(
-            {
-                "data": [b.to_json(base) for b in page],
-                "has_more": has_more,
-                "first_id": page[0].id if page else None,
-                "last_id": page[-1].id if page else None,
-            }
+        limit = parse_limit(query)
+        chunk, has_more = self.batches.page(
+            self.clock(), query.get("before_id"), query.get("after_id"), limit
         )
+        base = str(request.base_url)
+        return _json(page_json(chunk, has_more, lambda b: b.to_json(base)))
 
-    async def retrieve_batch(request: Request, request_id: str) -> Response:
-        batch = batches.get(request.path_params["batch_id"], clock())
+    async def retrieve_batch(self, request: Request, request_id: str) -> Response:
+        batch = self.batches.get(request.path_params["batch_id"], self.clock())
         return _json(batch.to_json(str(request.base_url)))
 
-    async def delete_batch(request: Request, request_id: str) -> Response:
+    async def delete_batch(self, request: Request, request_id: str) -> Response:
         batch_id = request.path_params["batch_id"]
-        batches.delete(batch_id, clock())
+        self.batches.delete(batch_id, self.clock())
         return _json({"id": batch_id, "type": "message_batch_deleted"})
 
-    async def cancel_batch(request: Request, request_id: str) -> Response:
-        batch = batches.cancel(request.path_params["batch_id"], clock())
+    async def cancel_batch(self, request: Request, request_id: str) -> Response:
+        batch = self.batches.cancel(request.path_params["batch_id"], self.clock())
         return _json(batch.to_json(str(request.base_url)))
 
-    async def batch_results(request: Request, request_id: str) -> Response:
-        data = batches.results(request.path_params["batch_id"], clock())
+    async def batch_results(self, request: Request, request_id: str) -> Response:
+        data = self.batches.results(request.path_params["batch_id"], self.clock())
         return Response(data, media_type="application/binary")
 
-    async def ledger(request: Request) -> Response:
-        batches.advance(clock())
-        return _json(engine.ledger.to_json())
+    async def list_models(self, request: Request, request_id: str) -> Response:
+        query = request.query_params
+        limit = parse_limit(query)
+        stages = parse_lifecycles([*query.getlist("lifecycle[]"), *query.getlist("lifecycle")])
+        models = listed(load_catalog(), stages)
+        chunk, has_more = page(
+            models,
+            [m.id for m in models],
+            before_id=query.get("before_id"),
+            after_id=query.get("after_id"),
+            limit=limit,
+        )
+        return _json(page_json(chunk, has_more, model_json))
 
-    async def reset(request: Request) -> Response:
-        state.reset()
+    async def retrieve_model(self, request: Request, request_id: str) -> Response:
+        return _json(model_json(retrieve(load_catalog(), request.path_params["model_id"])))
+
+    async def ledger(self, request: Request) -> Response:
+        self.batches.advance(self.clock())
+        return _json(self.engine.ledger.to_json())
+
+    async def reset(self, request: Request) -> Response:
+        self.state.reset()
         return _json({"ok": True})
+
+
+def _routes(state: EmulatorState) -> list[Route]:
+    h = _Handlers(state)
 
     def api(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         return _api(state, handler)
 
     batch_path = "/v1/messages/batches/{batch_id}"
     return [
-        Route("/v1/messages", api(messages), methods=["POST"]),
-        Route("/v1/messages/count_tokens", api(count_tokens), methods=["POST"]),
-        Route("/v1/messages/batches", api(create_batch), methods=["POST"]),
-        Route("/v1/messages/batches", api(list_batches), methods=["GET"]),
-        Route(batch_path, api(retrieve_batch), methods=["GET"]),
-        Route(batch_path, api(delete_batch), methods=["DELETE"]),
-        Route(batch_path + "/cancel", api(cancel_batch), methods=["POST"]),
-        Route(batch_path + "/results", api(batch_results), methods=["GET"]),
-        Route("/_emulator/ledger", ledger, methods=["GET"]),
-        Route("/_emulator/reset", reset, methods=["POST"]),
+        Route("/v1/messages", api(h.messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", api(h.count_tokens), methods=["POST"]),
+        Route("/v1/messages/batches", api(h.create_batch), methods=["POST"]),
+        Route("/v1/messages/batches", api(h.list_batches), methods=["GET"]),
+        Route(batch_path, api(h.retrieve_batch), methods=["GET"]),
+        Route(batch_path, api(h.delete_batch), methods=["DELETE"]),
+        Route(batch_path + "/cancel", api(h.cancel_batch), methods=["POST"]),
+        Route(batch_path + "/results", api(h.batch_results), methods=["GET"]),
+        Route("/v1/models", api(h.list_models), methods=["GET"]),
+        Route("/v1/models/{model_id}", api(h.retrieve_model), methods=["GET"]),
+        Route("/_emulator/ledger", h.ledger, methods=["GET"]),
+        Route("/_emulator/reset", h.reset, methods=["POST"]),
     ]
 
 

@@ -3,8 +3,10 @@
 A batch ends ``batch_seconds`` after creation (0: at once). State advances lazily on
 every batch or ledger call, from the injectable clock, so tests need not sleep. When
 a batch ends its requests run in order through the shared prompt cache and engine,
-billed with ``service_tier: "batch"``; a request whose params are invalid becomes an
-``errored`` result, never a failed batch.
+billed with ``service_tier: "batch"``. A request whose params are malformed, or that
+the model's rules refuse in a batch (``stream``, ``speed``, ``max_tokens: 0``, and every
+rule of a single request, checked on the day the batch is created), becomes an
+``errored`` result, never billed and never a failed batch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import structlog
 
 from llmflow.emulator.engine import Engine
 from llmflow.emulator.errors import ApiError, error_body, invalid, not_found
+from llmflow.emulator.paging import page
+from llmflow.emulator.refusals import refuse, utc_day
 from llmflow.emulator.validation import ParsedRequest, parse_request
 
 log = structlog.get_logger("llmflow.emulator")
@@ -82,13 +86,13 @@ class Batch:
         }
 
 
-def _parse_items(body: Any) -> list[_Item]:
+def _requests(body: Any) -> list[Any]:
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
         raise invalid("requests: Field required")
     extra = set(body) - {"requests"}
     if extra:
         raise invalid(f"{sorted(extra)[0]}: Extra inputs are not permitted")
-    requests = body["requests"]
+    requests: list[Any] = body["requests"]
     if not requests:
         raise invalid("requests: List should have at least 1 item after validation, not 0")
     if len(requests) > MAX_REQUESTS:
@@ -96,9 +100,22 @@ def _parse_items(body: Any) -> list[_Item]:
             f"requests: List should have at most {MAX_REQUESTS} items after validation,"
             f" not {len(requests)}"
         )
+    return requests
+
+
+def _item(custom_id: str, params: Any, now: float) -> _Item:
+    try:
+        request = parse_request(params)
+        refuse(request, today=utc_day(now), batch=True)
+    except ApiError as error:
+        return _Item(custom_id, None, error)
+    return _Item(custom_id, request, None)
+
+
+def _parse_items(body: Any, now: float) -> list[_Item]:
     items: list[_Item] = []
     seen: set[str] = set()
-    for i, entry in enumerate(requests):
+    for i, entry in enumerate(_requests(body)):
         if not isinstance(entry, dict) or set(entry) != {"custom_id", "params"}:
             raise invalid(f"requests.{i}: each request needs exactly custom_id and params")
         custom_id = entry["custom_id"]
@@ -109,13 +126,7 @@ def _parse_items(body: Any) -> list[_Item]:
         if custom_id in seen:
             raise invalid(f"requests: custom_id {custom_id!r} is not unique within the batch")
         seen.add(custom_id)
-        params = entry["params"]
-        try:
-            if isinstance(params, dict) and params.get("stream"):
-                raise invalid("stream: streaming is not supported in batch requests")
-            items.append(_Item(custom_id, parse_request(params), None))
-        except ApiError as error:
-            items.append(_Item(custom_id, None, error))
+        items.append(_item(custom_id, entry["params"], now))
     return items
 
 
@@ -135,7 +146,7 @@ class BatchStore:
 
     def create(self, body: Any, now: float) -> Batch:
         """Validate and queue a batch."""
-        items = _parse_items(body)
+        items = _parse_items(body, now)
         batch = Batch(
             id=self._engine.ids.new("msgbatch"),
             created_at=now,
@@ -164,19 +175,7 @@ class BatchStore:
         self.advance(now)
         ordered = list(reversed(self._batches.values()))
         ids = [b.id for b in ordered]
-        if before_id is not None:
-            if before_id not in self._batches:
-                raise invalid(f"before_id: {before_id} not found")
-            end = ids.index(before_id)
-            start = max(0, end - limit)
-            return ordered[start:end], start > 0
-        start = 0
-        if after_id is not None:
-            if after_id not in self._batches:
-                raise invalid(f"after_id: {after_id} not found")
-            start = ids.index(after_id) + 1
-        chunk = ordered[start : start + limit]
-        return chunk, start + limit < len(ordered)
+        return page(ordered, ids, before_id=before_id, after_id=after_id, limit=limit)
 
     def cancel(self, batch_id: str, now: float) -> Batch:
         """Ask an in-progress batch to stop; it ends (all canceled) on the next look."""

@@ -1,8 +1,14 @@
-"""Prompt-cache mechanics (DESIGN.md section 4), on the segments of a parsed request.
+"""Prompt-cache mechanics, on the segments of a parsed request.
 
 * Each segment (tool, system block, message content block) is canonicalised without
   its ``cache_control`` field, and a running hash is taken at every segment boundary,
-  in prefix order tools → system → messages. Entries are keyed by (model, hash).
+  in prefix order tools → system → messages. Entries are keyed by (model, scope, hash).
+* Settings invalidate as the API's do (:func:`cache_keys`): the *scope* (speed and the
+  structured-output format) separates whole caches; the *message salt* (thinking
+  settings, effective effort, tool_choice) is mixed into the running hash where the
+  messages begin, so changing it misses the message blocks but still reads cached
+  tools and system. Effort is the effective one, so naming the model's default effort
+  changes nothing.
 * Entries are written at breakpoints only, and only where the prefix reaches the
   model's ``min_cacheable_tokens`` (a shorter breakpoint caches nothing).
 * At each breakpoint the cache looks back over the breakpoint's own boundary and the
@@ -21,7 +27,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from llmflow.emulator.validation import ParsedRequest, Segment, ttl_seconds
+from llmflow.catalog.rules import effective_effort, thinking_mode
+from llmflow.emulator.segments import Segment, ttl_seconds
+from llmflow.emulator.validation import ParsedRequest
 
 #: How many block boundaries before a breakpoint are checked for a hit.
 LOOKBACK: Final = 20
@@ -64,11 +72,44 @@ def _canonical(segment: Segment) -> bytes:
     return segment.kind.encode() + b"\x00" + text.encode()
 
 
-def prefix_hashes(segments: list[Segment], upto: int) -> list[bytes]:
-    """Running hash at each boundary ``0..upto`` (inclusive)."""
+def _digest(value: Any) -> bytes:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def segment_digest(segment: Segment) -> bytes:
+    """A digest of one segment's content (its ``cache_control`` left out)."""
+    return hashlib.blake2b(_canonical(segment), digest_size=16).digest()
+
+
+def cache_keys(request: ParsedRequest) -> tuple[bytes, bytes]:
+    """(scope, message salt) of a request: the settings that invalidate its cache."""
+    info, options = request.info, request.options
+    scope = {"speed": options.speed or "standard", "format": options.output_schema}
+    config = options.thinking
+    thinking: str = thinking_mode(info, config.type if config else None)
+    if config is not None and config.type == "between_tools":
+        thinking = config.type
+    salt = {
+        "thinking": thinking,
+        "budget": config.budget_tokens if config and thinking == "enabled" else None,
+        "effort": effective_effort(info, options.effort),
+        "tool_choice": request.tool_choice or "auto",
+        "tool": request.forced_tool,
+    }
+    return _digest(scope), _digest(salt)
+
+
+def prefix_hashes(segments: list[Segment], upto: int, salt: bytes = b"") -> list[bytes]:
+    """Running hash at each boundary ``0..upto`` (inclusive); ``salt`` is mixed in where
+    the messages begin."""
     hashes: list[bytes] = []
     previous = b""
+    salted = False
     for segment in segments[: upto + 1]:
+        if not salted and segment.part == "messages":
+            previous = hashlib.blake2b(previous + salt, digest_size=16).digest()
+            salted = True
         previous = hashlib.blake2b(previous + _canonical(segment), digest_size=16).digest()
         hashes.append(previous)
     return hashes
@@ -78,7 +119,7 @@ class PromptCache:
     """The emulator's prompt cache, shared by every request (and batch) it serves."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, bytes], CacheEntry] = {}
+        self._entries: dict[tuple[str, bytes, bytes], CacheEntry] = {}
         self._writes = 0
 
     def clear(self) -> None:
@@ -104,7 +145,8 @@ class PromptCache:
         if not cacheable:
             return NO_CACHE
         model = request.info.id
-        hashes = prefix_hashes(segments, cacheable[-1])
+        scope, salt = cache_keys(request)
+        hashes = prefix_hashes(segments, cacheable[-1], salt)
         entries = self._entries
 
         hit = -1
@@ -112,7 +154,7 @@ class PromptCache:
             for p in range(b, max(-1, b - LOOKBACK - 1), -1):
                 if p <= hit:
                     break
-                entry = entries.get((model, hashes[p]))
+                entry = entries.get((model, scope, hashes[p]))
                 if entry is not None and entry.readable_from <= now < entry.expires_at:
                     hit = p
                     entry.expires_at = max(entry.expires_at, begins_at + ttl_seconds(entry.ttl))
@@ -124,17 +166,17 @@ class PromptCache:
         for b in cacheable:
             if b <= hit:
                 # Shorter cached prefixes inside the hit are read too: refresh them.
-                entry = entries.get((model, hashes[b]))
+                entry = entries.get((model, scope, hashes[b]))
                 if entry is not None and entry.readable_from <= now < entry.expires_at:
                     entry.expires_at = max(entry.expires_at, begins_at + ttl_seconds(entry.ttl))
                 continue
             ttl = segments[b].ttl or "5m"
             write[ttl] += cumulative[b] - start
             start = cumulative[b]
-            self._store((model, hashes[b]), ttl, now, begins_at)
+            self._store((model, scope, hashes[b]), ttl, now, begins_at)
         return CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
 
-    def _store(self, key: tuple[str, bytes], ttl: str, now: float, begins_at: float) -> None:
+    def _store(self, key: tuple[str, bytes, bytes], ttl: str, now: float, begins_at: float) -> None:
         expires = begins_at + ttl_seconds(ttl)
         entry = self._entries.get(key)
         if entry is not None and now < entry.expires_at:
@@ -159,5 +201,5 @@ class PromptCache:
                 "readable_from": e.readable_from,
                 "expires_at": e.expires_at,
             }
-            for (model, digest), e in self._entries.items()
+            for (model, _scope, digest), e in self._entries.items()
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-#: HTTP status of each API error type (DESIGN.md section 4).
+#: HTTP status of each API error type.
 STATUS: Final[dict[str, int]] = {
     "invalid_request_error": 400,
     "authentication_error": 401,

@@ -1,8 +1,9 @@
-"""Deterministic output: text of a hashed length, and JSON instances of a tool's schema.
+"""Deterministic output: text of a hashed length, and JSON instances of a schema.
 
-Text is built from words of at most four letters, each of which (with its leading
-space) is exactly one token of :mod:`llmflow.emulator.tokenizer`, so the output token
-count is exact: the target length is 20-300 tokens, chosen by the request's hash.
+Text is built from words of at most four letters, split into tokens of the model's
+tokenizer family (:mod:`llmflow.emulator.tokenizer`: one token a word in ``old``, one or
+two in ``new``), so the output token count is exact: the target length is 20-300
+tokens, chosen by the request's hash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import math
 import random
 from typing import Any, Final
+
+from llmflow.emulator.tokenizer import tokenize
 
 _WORD_TEXT: Final = (
     "the a of and to in is it for on as with was by at be this from or are an "
@@ -33,27 +36,32 @@ def request_digest(body: dict[str, Any], seed: int) -> bytes:
     return hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=16).digest()
 
 
-def text_tokens(digest: bytes, limit: int) -> tuple[list[str], bool]:
-    """Up to ``limit`` one-token pieces of deterministic text; True when cut by the limit."""
-    state = int.from_bytes(digest, "big")
-    target = MIN_TOKENS + state % (MAX_TOKENS - MIN_TOKENS + 1)
-    n = min(target, limit)
-    words = _WORDS
-    nwords = len(words)
+def prose(state: int, n: int, family: str = "old") -> list[str]:
+    """Exactly ``n`` tokens of deterministic prose in ``family`` (one string a token)."""
     pieces: list[str] = []
     since_stop = 0
     x = state >> 9
-    for i in range(n):
-        if since_stop >= _SENTENCE_EVERY and i < n - 1:
+    while len(pieces) < n:
+        if since_stop >= _SENTENCE_EVERY and len(pieces) < n - 1:
             pieces.append(".")
             since_stop = 0
             continue
         x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
-        word = words[(x >> 33) % nwords]
+        word = _WORDS[(x >> 33) % len(_WORDS)]
         if not pieces or pieces[-1] == ".":
             word = word.capitalize()
-        pieces.append(word if not pieces else " " + word)
+        pieces.extend(tokenize(word if not pieces else " " + word, family))
         since_stop += 1
+    del pieces[n:]
+    return pieces
+
+
+def text_tokens(digest: bytes, limit: int, family: str = "old") -> tuple[list[str], bool]:
+    """Up to ``limit`` tokens of deterministic text; True when cut by the limit."""
+    state = int.from_bytes(digest, "big")
+    target = MIN_TOKENS + state % (MAX_TOKENS - MIN_TOKENS + 1)
+    n = min(target, limit)
+    pieces = prose(state, n, family)
     if n == target and n > 1 and pieces[-1] != ".":
         pieces[-1] = "."
     return pieces, target > limit

@@ -1,4 +1,9 @@
-"""Everything the emulator billed, so tests can prove a tracker lost nothing."""
+"""Everything the emulator billed, so tests can prove a tracker lost nothing.
+
+Each entry keeps the response's ``usage`` and, beside it, what prices it: the service
+tier (``batch`` halves every category), ``speed`` and ``inference_geo``. Thinking tokens
+are part of ``output_tokens`` (they are billed as output) and are also totalled apart.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-from llmflow.catalog import TokenUsage, cost, load_catalog
+from llmflow.catalog import TokenUsage, load_catalog, request_cost
 
 _TOTAL_KEYS: Final = (
     "input_tokens",
@@ -15,7 +20,13 @@ _TOTAL_KEYS: Final = (
     "ephemeral_5m_input_tokens",
     "ephemeral_1h_input_tokens",
     "output_tokens",
+    "thinking_tokens",
 )
+
+
+def _thinking(usage: Mapping[str, Any]) -> int:
+    details = usage.get("output_tokens_details") or {}
+    return int(details.get("thinking_tokens", 0))
 
 
 class Ledger:
@@ -44,6 +55,8 @@ class Ledger:
             "request_id": request_id,
             "model": model,
             "service_tier": usage["service_tier"],
+            "speed": usage["speed"],
+            "inference_geo": usage["inference_geo"],
             "usage": {**usage, "cache_creation": dict(usage["cache_creation"])},
         }
         if batch_id is not None:
@@ -58,6 +71,7 @@ class Ledger:
         totals["ephemeral_5m_input_tokens"] += creation["ephemeral_5m_input_tokens"]
         totals["ephemeral_1h_input_tokens"] += creation["ephemeral_1h_input_tokens"]
         totals["output_tokens"] += usage["output_tokens"]
+        totals["thinking_tokens"] += _thinking(usage)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -76,12 +90,20 @@ def entry_usage(entry: Mapping[str, Any]) -> TokenUsage:
         cache_write_1h=usage["cache_creation"]["ephemeral_1h_input_tokens"],
         cache_read=usage["cache_read_input_tokens"],
         output=usage["output_tokens"],
+        thinking=_thinking(usage),
     )
 
 
 def entry_cost(entry: Mapping[str, Any]) -> Decimal:
-    """What a ledger entry costs at catalog prices (batch entries at the batch rate)."""
+    """What a ledger entry costs at catalog prices: its own price band, speed and
+    residency, at the batch rate for batch entries."""
     model = load_catalog().get(str(entry["model"]))
     if model is None:
         raise KeyError(f"model not in the catalog: {entry['model']}")
-    return cost(entry_usage(entry), model, batch=entry["service_tier"] == "batch")
+    return request_cost(
+        entry_usage(entry),
+        model,
+        batch=entry["service_tier"] == "batch",
+        speed=entry.get("speed"),
+        inference_geo=entry.get("inference_geo"),
+    )

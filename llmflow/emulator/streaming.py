@@ -3,7 +3,11 @@
 ``message_start`` (content empty, stop_reason null, usage with the input side and a
 first output token) → per block ``content_block_start`` / ``content_block_delta``… /
 ``content_block_stop`` (a ``ping`` after the first block start) → ``message_delta``
-(stop_reason, cumulative usage) → ``message_stop``.
+(stop_reason, cumulative usage with ``output_tokens_details``) → ``message_stop``.
+
+A thinking block streams as its start (empty ``thinking`` and ``signature``), then
+``thinking_delta`` s when its text is shown (``summarized``; none when ``omitted``), then
+one ``signature_delta``, then its stop.
 """
 
 from __future__ import annotations
@@ -24,43 +28,56 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def _block_events(index: int, block: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    if block["type"] == "text":
-        yield (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": index,
-                "content_block": {"type": "text", "text": "", "citations": None},
-            },
-        )
+Event = tuple[str, dict[str, Any]]
+
+
+def _delta(index: int, delta: dict[str, Any]) -> Event:
+    return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+
+
+def _start(index: int, block: dict[str, Any]) -> Event:
+    return "content_block_start", {
+        "type": "content_block_start",
+        "index": index,
+        "content_block": block,
+    }
+
+
+def _thinking_events(index: int, block: dict[str, Any]) -> Iterator[Event]:
+    yield _start(index, {"type": "thinking", "thinking": "", "signature": ""})
+    tokens = tokenize(block["thinking"])
+    for at in range(0, len(tokens), TEXT_CHUNK_TOKENS):
+        text = "".join(tokens[at : at + TEXT_CHUNK_TOKENS])
+        yield _delta(index, {"type": "thinking_delta", "thinking": text})
+    yield _delta(index, {"type": "signature_delta", "signature": block["signature"]})
+
+
+def _block_events(index: int, block: dict[str, Any]) -> Iterator[Event]:
+    if block["type"] == "thinking":
+        yield from _thinking_events(index, block)
+    elif block["type"] == "text":
+        yield _start(index, {"type": "text", "text": "", "citations": None})
         tokens = tokenize(block["text"])
         for at in range(0, len(tokens), TEXT_CHUNK_TOKENS):
-            delta = {"type": "text_delta", "text": "".join(tokens[at : at + TEXT_CHUNK_TOKENS])}
-            yield (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": delta},
-            )
+            text = "".join(tokens[at : at + TEXT_CHUNK_TOKENS])
+            yield _delta(index, {"type": "text_delta", "text": text})
     else:
-        start = {**block, "input": {}}
-        yield (
-            "content_block_start",
-            {"type": "content_block_start", "index": index, "content_block": start},
-        )
+        yield _start(index, {**block, "input": {}})
         text = json.dumps(block["input"], ensure_ascii=False)
         for at in range(0, len(text), JSON_CHUNK_CHARS):
-            delta = {"type": "input_json_delta", "partial_json": text[at : at + JSON_CHUNK_CHARS]}
-            yield (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": delta},
-            )
+            part = text[at : at + JSON_CHUNK_CHARS]
+            yield _delta(index, {"type": "input_json_delta", "partial_json": part})
     yield "content_block_stop", {"type": "content_block_stop", "index": index}
 
 
-def message_events(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+def message_events(message: dict[str, Any]) -> Iterator[Event]:
     """The (event name, data) sequence that streams ``message``."""
     usage = message["usage"]
-    start_usage = {**usage, "output_tokens": min(1, usage["output_tokens"])}
+    start_usage = {
+        **usage,
+        "output_tokens": min(1, usage["output_tokens"]),
+        "output_tokens_details": None,
+    }
     start = {
         **message,
         "content": [],
@@ -91,6 +108,7 @@ def message_events(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
                 "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
                 "cache_read_input_tokens": usage["cache_read_input_tokens"],
                 "output_tokens": usage["output_tokens"],
+                "output_tokens_details": usage["output_tokens_details"],
                 "server_tool_use": None,
             },
         },

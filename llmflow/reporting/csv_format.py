@@ -1,4 +1,8 @@
-"""``llmflow report --format csv``: a header row, then one row per step."""
+"""``llmflow report --format csv``: a header row, then one row per step.
+
+``thinking`` is the part of ``output`` spent thinking (already billed within it); it is
+the last column, so the positions of the earlier columns did not change when it came.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from llmflow.reporting.model import ReportData
 CSV_COLUMNS = (
     "id", "tier", "model", "mode", "requests", "succeeded", "failed", "skipped",
     "input", "cache_write_5m", "cache_write_1h", "cache_read", "output",
-    "cost", "plan_cost_expected", "cache_hit_ratio",
+    "cost", "plan_cost_expected", "cache_hit_ratio", "thinking",
 )  # fmt: skip
 
 
@@ -27,7 +31,7 @@ def render_csv(report: ReportData) -> str:
                 s.id, s.tier, s.model, s.mode, j["requests"], j["succeeded"], j["failed"],
                 j["skipped"], u["input"], u["cache_write_5m"], u["cache_write_1h"],
                 u["cache_read"], u["output"], j["cost"], j["plan_cost_expected"] or "",
-                j["cache_hit_ratio"],
+                j["cache_hit_ratio"], u["thinking"],
             ]
         )  # fmt: skip
     return out.getvalue()

@@ -1,4 +1,4 @@
-"""Text for money, ratios and moments, shared by the report formats (no float math)."""
+"""Text for money, ratios, moments and token columns, shared by the report formats."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from llmflow.catalog import format_usd
+
+#: The Tokens tables' columns: (header, TokenUsage field); thinking is part of output.
+TOKEN_COLUMNS = (
+    ("input", "input"), ("cache write 5m", "cache_write_5m"),
+    ("cache write 1h", "cache_write_1h"), ("cache read", "cache_read"), ("output", "output"),
+    ("thinking", "thinking"),
+)  # fmt: skip
 
 
 def usd(amount: Decimal | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from llmflow.reporting.fmt import moment, percent, savings, tokens, usd, vs_plan
+from llmflow.reporting.fmt import TOKEN_COLUMNS, moment, percent, savings, tokens, usd, vs_plan
 from llmflow.reporting.lines import (
     alert_lines,
     budget_line,
@@ -55,7 +55,7 @@ def _steps_rows(report: ReportData) -> list[list[str]]:
     rows = [
         [
             s.id, s.tier, s.model, s.mode, str(s.requests), str(s.succeeded), str(s.failed),
-            str(s.skipped), usd(s.cost), usd(s.plan_cost_expected),
+            str(s.skipped), tokens(s.usage.thinking), usd(s.cost), usd(s.plan_cost_expected),
             vs_plan(s.cost, s.plan_cost_expected), percent(s.cache_hit_ratio),
             usd(s.cost_baseline), savings(s.savings_pct),
         ]
@@ -66,9 +66,9 @@ def _steps_rows(report: ReportData) -> list[list[str]]:
         [
             "total", "", "", "", str(sum(s.requests for s in report.steps)),
             str(sum(s.succeeded for s in report.steps)), str(sum(s.failed for s in report.steps)),
-            str(sum(s.skipped for s in report.steps)), usd(t.cost), usd(t.plan_cost_expected),
-            vs_plan(t.cost, t.plan_cost_expected), percent(t.cache_hit_ratio),
-            usd(t.cost_baseline), savings(t.savings_pct),
+            str(sum(s.skipped for s in report.steps)), tokens(t.thinking), usd(t.cost),
+            usd(t.plan_cost_expected), vs_plan(t.cost, t.plan_cost_expected),
+            percent(t.cache_hit_ratio), usd(t.cost_baseline), savings(t.savings_pct),
         ]
     )  # fmt: skip
     return rows
@@ -76,10 +76,9 @@ def _steps_rows(report: ReportData) -> list[list[str]]:
 
 def _tokens_rows(report: ReportData) -> list[list[str]]:
     return [
-        [s.id, tokens(s.usage.input), tokens(s.usage.cache_write_5m),
-         tokens(s.usage.cache_write_1h), tokens(s.usage.cache_read), tokens(s.usage.output)]
+        [s.id, *(tokens(getattr(s.usage, field)) for _, field in TOKEN_COLUMNS)]
         for s in report.steps
-    ]  # fmt: skip
+    ]
 
 
 def _tier_rows(report: ReportData) -> list[list[str]]:
@@ -119,10 +118,11 @@ def render_html(report: ReportData) -> str:
     body.append(line_chart([(p.at, p.cumulative) for p in report.series]))
     body.append(f'<h2 style="{H2}">Steps</h2>')
     steps_head = ["step", "tier", "model", "mode", "requests", "succeeded", "failed", "skipped",
-                  "cost", "plan", "vs plan", "cache hit", "baseline", "saved"]  # fmt: skip
+                  "thinking", "cost", "plan", "vs plan", "cache hit", "baseline",
+                  "saved"]  # fmt: skip
     body.append(_table("steps", steps_head, _steps_rows(report)))
     body.append(f'<h2 style="{H2}">Tokens</h2>')
-    tokens_head = ["step", "input", "cache write 5m", "cache write 1h", "cache read", "output"]
+    tokens_head = ["step", *(header for header, _ in TOKEN_COLUMNS)]
     body.append(_table("tokens", tokens_head, _tokens_rows(report)))
     if report.tiers:
         body.append(f'<h2 style="{H2}">By tier</h2>')

@@ -111,7 +111,7 @@ def _savings(
     if baseline is None:
         return None, None
     base = baseline_cost(usage, baseline)
-    return base, savings_pct(cost, base)
+    return base, savings_pct(actual=cost, baseline=base)
 
 
 def cumulative_series(

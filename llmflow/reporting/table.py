@@ -10,7 +10,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from llmflow.reporting.fmt import percent, savings, tokens, usd_short, vs_plan
+from llmflow.reporting.fmt import TOKEN_COLUMNS, percent, savings, tokens, usd_short, vs_plan
 from llmflow.reporting.lines import (
     alert_lines,
     budget_line,
@@ -21,13 +21,14 @@ from llmflow.reporting.lines import (
 from llmflow.reporting.model import ReportData
 
 
-def _table(title: str) -> Table:
-    """A light table: one space between columns, so the report fits 100 columns."""
+def _table(title: str, *, tight: bool = False) -> Table:
+    """A light table, two spaces between columns (``tight``: one), to fit 100 columns."""
     return Table(
         title=title,
         title_justify="left",
         header_style="bold",
         box=box.SIMPLE_HEAD,
+        padding=(0, 0) if tight else (0, 1),
         pad_edge=False,
         collapse_padding=True,
     )
@@ -57,21 +58,27 @@ class _Fit:
         yield self.variants[-1]()
 
 
-def steps_table(report: ReportData, *, model: bool = True) -> Table:
-    """Per step: requests, cost against plan and baseline, cache hit ratio.
+def steps_table(
+    report: ReportData, *, model: bool = True, thinking: bool = True, tight: bool = False
+) -> Table:
+    """Per step: requests, thinking tokens, cost against plan and baseline, cache hit ratio.
 
-    ``model=False`` leaves out the model column (the tier table names it).
+    ``model=False`` leaves out the model column (the tier table names it),
+    ``thinking=False`` the thinking tokens (the Tokens table has them), and ``tight``
+    puts one space between columns instead of two.
     """
-    table = _table("Steps")
+    table = _table("Steps", tight=tight)
     left = ("step", "tier", "model", "mode") if model else ("step", "tier", "mode")
-    numbers = ("req", "ok", "fail", "skip", "cost", "plan", "vs plan", "hit", "baseline", "saved")
-    _add_columns(table, left, numbers)
+    counts = ("req", "ok", "fail", "skip", *(("thinking",) if thinking else ()))
+    money = ("cost", "plan", "vs plan", "hit", "baseline", "saved")
+    _add_columns(table, left, (*counts, *money))
     for s in report.steps:
         low = s.cache_hit_ratio < report.min_hit_ratio and s.usage.total_input > 0
         names = (s.id, s.tier, s.model, s.mode) if model else (s.id, s.tier, s.mode)
+        thought = (tokens(s.usage.thinking),) if thinking else ()
         table.add_row(
-            *names, str(s.requests), str(s.succeeded),
-            str(s.failed), str(s.skipped), usd_short(s.cost), usd_short(s.plan_cost_expected),
+            *names, str(s.requests), str(s.succeeded), str(s.failed), str(s.skipped), *thought,
+            usd_short(s.cost), usd_short(s.plan_cost_expected),
             vs_plan(s.cost, s.plan_cost_expected),
             Text(percent(s.cache_hit_ratio), style="yellow" if low else ""),
             usd_short(s.cost_baseline), savings(s.savings_pct),
@@ -82,6 +89,7 @@ def steps_table(report: ReportData, *, model: bool = True) -> Table:
         "total", *([""] * (len(left) - 1)),
         str(sum(s.requests for s in report.steps)), str(sum(s.succeeded for s in report.steps)),
         str(sum(s.failed for s in report.steps)), str(sum(s.skipped for s in report.steps)),
+        *((tokens(t.thinking),) if thinking else ()),
         usd_short(t.cost), usd_short(t.plan_cost_expected), vs_plan(t.cost, t.plan_cost_expected),
         percent(t.cache_hit_ratio), usd_short(t.cost_baseline), savings(t.savings_pct),
         style="bold",
@@ -90,25 +98,18 @@ def steps_table(report: ReportData, *, model: bool = True) -> Table:
 
 
 def tokens_table(report: ReportData) -> Table:
-    """Per step: tokens by billing category."""
+    """Per step: tokens by billing category, and the thinking part of the output."""
     table = _table("Tokens")
-    _add_columns(
-        table, ("step",), ("input", "cache write 5m", "cache write 1h", "cache read", "output")
-    )
+    _add_columns(table, ("step",), tuple(header for header, _ in TOKEN_COLUMNS))
     for s in report.steps:
-        u = s.usage
-        table.add_row(
-            s.id, tokens(u.input), tokens(u.cache_write_5m), tokens(u.cache_write_1h),
-            tokens(u.cache_read), tokens(u.output),
-        )  # fmt: skip
+        table.add_row(s.id, *(tokens(getattr(s.usage, f)) for _, f in TOKEN_COLUMNS))
     total = report.summary.steps
     table.add_section()
     table.add_row(
         "total",
-        *(tokens(sum(getattr(s.usage, f) for s in total)) for f in
-          ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")),
+        *(tokens(sum(getattr(s.usage, f) for s in total)) for _, f in TOKEN_COLUMNS),
         style="bold",
-    )  # fmt: skip
+    )
     return table
 
 
@@ -134,9 +135,15 @@ def tiers_table(report: ReportData, *, token_columns: bool = True) -> Table:
 
 def render_table(report: ReportData) -> RenderableType:
     """The whole report as one rich renderable."""
-    # On a narrow terminal the model column (named in "By tier") and the per-tier token
-    # counts (in "Tokens") give way, so that no amount is cut short.
-    steps = _Fit(lambda: steps_table(report), lambda: steps_table(report, model=False))
+    # On a narrow terminal the model column (named in "By tier") gives way, then the
+    # steps' spacing, then their thinking tokens and the per-tier token counts (both in
+    # "Tokens"), so that no amount is cut short.
+    steps = _Fit(
+        lambda: steps_table(report),
+        lambda: steps_table(report, model=False),
+        lambda: steps_table(report, model=False, tight=True),
+        lambda: steps_table(report, model=False, thinking=False, tight=True),
+    )
     parts: list[RenderableType] = [Text(header_line(report), style="bold"), steps]
     parts.append(tokens_table(report))
     if report.tiers:

@@ -6,6 +6,7 @@ The executor builds a :class:`Tracker` with :meth:`Tracker.open` and calls
 then ``finish``. This package imports only the catalog and the errors of llmflow.
 """
 
+from llmflow.tracker.billing import Completed, Failed, response_cost
 from llmflow.tracker.budget import Budget, BudgetAlert, Limit, Reservation, period_start
 from llmflow.tracker.progress import StepProgress
 from llmflow.tracker.records import (
@@ -21,7 +22,7 @@ from llmflow.tracker.records import (
 )
 from llmflow.tracker.store import RunStore
 from llmflow.tracker.summary import RunSummary, build_summary, write_summary
-from llmflow.tracker.tracker import Completed, Failed, LimitSpec, Tracker
+from llmflow.tracker.tracker import LimitSpec, Tracker
 
 __all__ = [
     "BatchRecord",
@@ -46,5 +47,6 @@ __all__ = [
     "new_run_id",
     "period_start",
     "request_key",
+    "response_cost",
     "write_summary",
 ]

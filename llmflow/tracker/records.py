@@ -122,7 +122,10 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """One billed response, as recorded: usage, its exact cost and the output."""
+    """One billed response, as recorded: usage, its exact cost and the output.
+
+    ``speed`` and ``inference_geo`` are what the API reported (they priced it).
+    """
 
     step_id: str
     key: str
@@ -136,6 +139,8 @@ class Response:
     service_tier: str | None = None
     stop_reason: str | None = None
     output: JsonValue = None
+    speed: str | None = None
+    inference_geo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ module registers, so no amount ever passes through a float. Timestamps are UTC I
 8601 strings of fixed width, so they compare correctly as text.
 
 Tables
-    meta        key/value, holds ``schema_version``
+    meta        key/value, holds ``schema_version`` (older stores are upgraded on open:
+                :mod:`llmflow.tracker.migrations`)
     runs        one row per run id (pipeline, policy, plan fingerprint and totals,
                 status, per-run budget limit, money possibly spent but unrecorded)
     run_tags    the run's tag labels (key, value), for per-tag period budgets
@@ -16,6 +17,10 @@ Tables
                 run, a day or a month is a ``dsum`` over it
     batches     submitted batches, polled on resume until ended
     alerts      budget alerts fired, at most one per limit name per run
+
+``requests`` and ``usage`` record a response's tokens by billing category plus
+``thinking_tokens`` (the part of ``output_tokens`` spent thinking, not billed apart),
+and the ``speed`` and ``inference_geo`` the API reported.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from llmflow.catalog import ZERO, format_usd
+from llmflow.tracker.migrations import upgrade
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -98,6 +104,9 @@ CREATE TABLE IF NOT EXISTS requests (
     output_json    TEXT,
     dispatched_at  TEXT,
     completed_at   TEXT,
+    thinking_tokens INTEGER NOT NULL DEFAULT 0,
+    speed          TEXT,
+    inference_geo  TEXT,
     PRIMARY KEY (run_id, key)
 );
 CREATE INDEX IF NOT EXISTS requests_step ON requests (run_id, step_id, item_index);
@@ -120,7 +129,10 @@ CREATE TABLE IF NOT EXISTS usage (
     cache_read     INTEGER NOT NULL,
     output_tokens  INTEGER NOT NULL,
     cost_usd       TEXT NOT NULL,
-    recorded_at    TEXT NOT NULL
+    recorded_at    TEXT NOT NULL,
+    thinking_tokens INTEGER NOT NULL DEFAULT 0,
+    speed          TEXT,
+    inference_geo  TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_run ON usage (run_id, step_id);
 CREATE INDEX IF NOT EXISTS usage_time ON usage (recorded_at);
@@ -181,11 +193,13 @@ def to_decimal(text: str | None) -> Decimal | None:
 
 
 def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
-    """Open (creating if needed) the database at ``path`` in WAL mode, schema applied.
+    """Open (creating if needed) the database at ``path`` in WAL mode, schema current.
 
+    A store of an older schema version is upgraded in the same transaction that
+    checks it (:func:`llmflow.tracker.migrations.upgrade`).
     ``synchronous=NORMAL`` in WAL mode makes every commit survive a killed process
     (kill -9); only an OS crash or power loss could drop the last commits.
-    Raises ``sqlite3.Error`` or ``ValueError`` (schema of another version).
+    Raises ``sqlite3.Error`` or ``ValueError`` (a schema this llmflow cannot read).
     """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -197,20 +211,7 @@ def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
         conn.execute("BEGIN IMMEDIATE")
-        for statement in DDL.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        elif int(row[0]) != SCHEMA_VERSION:
-            conn.execute("ROLLBACK")
-            raise ValueError(
-                f"{path} has run store schema {row[0]}; this llmflow reads {SCHEMA_VERSION}"
-            )
+        _apply_schema(conn, str(path))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -218,3 +219,18 @@ def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _apply_schema(conn: sqlite3.Connection, where: str) -> None:
+    """Create a new store at the current version, or upgrade an existing one to it."""
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+    else:
+        upgrade(conn, int(row[0]), SCHEMA_VERSION, where=where)
+    for statement in DDL.split(";"):
+        if statement.strip():
+            conn.execute(statement)

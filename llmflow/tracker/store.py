@@ -36,8 +36,8 @@ from llmflow.tracker.records import (
     check_step_id,
 )
 from llmflow.tracker.schema import money, to_decimal
-from llmflow.tracker.store_queries import QueriesMixin
-from llmflow.tracker.store_requests import USAGE_COLS, RequestsMixin
+from llmflow.tracker.store_queries import USAGE_SUMS, QueriesMixin
+from llmflow.tracker.store_requests import RequestsMixin, token_usage
 from llmflow.tracker.summary import RunSummary, build_summary
 
 try:  # POSIX; elsewhere runs are not protected against two concurrent processes
@@ -298,11 +298,10 @@ class RunStore(RequestsMixin, QueriesMixin):
 
     def usage_groups(self, run_id: str) -> list[UsageGroup]:
         """The usage ledger of the run summed per (step, tier, model, mode)."""
-        sums = ", ".join(f"sum({col})" for col in USAGE_COLS.split(", "))
         rows = self._read(
             lambda c: c.execute(
-                f"SELECT step_id, tier, model, mode, count(*), sum(cache_read > 0),"
-                f" sum(cache_write_5m + cache_write_1h > 0), {sums}, dsum(cost_usd)"
+                "SELECT step_id, tier, model, mode, count(*), sum(cache_read > 0),"
+                f" sum(cache_write_5m + cache_write_1h > 0), {USAGE_SUMS}, dsum(cost_usd)"
                 " FROM usage WHERE run_id = ? GROUP BY step_id, tier, model, mode"
                 " ORDER BY step_id, min(id)",
                 (run_id,),
@@ -317,12 +316,10 @@ class RunStore(RequestsMixin, QueriesMixin):
                 responses=n,
                 reading=rd,
                 writing=wr,
-                usage=TokenUsage(
-                    input=i, cache_write_5m=w5, cache_write_1h=w1, cache_read=r, output=o
-                ),
+                usage=token_usage(tokens),
                 cost=Decimal(cost),
             )
-            for s, tier, model, mode, n, rd, wr, i, w5, w1, r, o, cost in rows
+            for s, tier, model, mode, n, rd, wr, *tokens, cost in rows
         ]
 
     def stop_reasons(self, run_id: str) -> dict[str, dict[str, int]]:

@@ -12,7 +12,10 @@ from llmflow.catalog import ZERO, TokenUsage
 from llmflow.tracker.records import JsonValue, OutputRecord, StepTotals, check_step_id
 from llmflow.tracker.schema import timestamp, to_decimal
 from llmflow.tracker.store_base import StoreBase
-from llmflow.tracker.store_requests import USAGE_COLS
+from llmflow.tracker.store_requests import USAGE_COLS, token_usage
+
+#: Sums of :data:`USAGE_COLS`, for a GROUP BY over ``usage``.
+USAGE_SUMS = ", ".join(f"sum({col})" for col in USAGE_COLS.split(", "))
 
 
 class QueriesMixin(StoreBase):
@@ -146,15 +149,12 @@ class QueriesMixin(StoreBase):
             ).fetchall():
                 counts.setdefault(s, {})[status] = n
             usage: dict[str, tuple[TokenUsage, Decimal]] = {}
-            for s, i, w5, w1, r, o, cost in c.execute(
-                f"SELECT step_id, {', '.join(f'sum({x})' for x in USAGE_COLS.split(', '))},"
-                " dsum(cost_usd) FROM usage WHERE run_id = ? GROUP BY step_id",
+            for s, *tokens, cost in c.execute(
+                f"SELECT step_id, {USAGE_SUMS}, dsum(cost_usd) FROM usage WHERE run_id = ?"
+                " GROUP BY step_id",
                 (run_id,),
             ).fetchall():
-                tokens = TokenUsage(
-                    input=i, cache_write_5m=w5, cache_write_1h=w1, cache_read=r, output=o
-                )
-                usage[s] = (tokens, Decimal(cost))
+                usage[s] = (token_usage(tokens), Decimal(cost))
             out = []
             for step_id in self.step_ids(run_id):
                 planned, expected, maximum = plans.get(step_id, (0, None, None))

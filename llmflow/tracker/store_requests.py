@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
+from llmflow.catalog import TokenUsage
 from llmflow.errors import RunStoreError
 from llmflow.tracker import schema
 from llmflow.tracker.budget import BudgetAlert
@@ -25,7 +26,10 @@ from llmflow.tracker.records import (
 from llmflow.tracker.schema import money, timestamp
 from llmflow.tracker.store_base import StoreBase
 
-USAGE_COLS = "input_tokens, cache_write_5m, cache_write_1h, cache_read, output_tokens"
+#: Token columns of ``requests`` and ``usage``, in :class:`TokenUsage` field order.
+USAGE_COLS = (
+    "input_tokens, cache_write_5m, cache_write_1h, cache_read, output_tokens, thinking_tokens"
+)
 
 
 class RequestsMixin(StoreBase):
@@ -117,16 +121,16 @@ class RequestsMixin(StoreBase):
                 if status == "succeeded":
                     continue
                 self._insert_usage(c, run_id, r, now)
-                u = r.usage
                 c.execute(
                     "UPDATE requests SET status = 'succeeded', model = ?, tier = ?, mode = ?,"
-                    " request_id = ?, service_tier = ?, input_tokens = ?, cache_write_5m = ?,"
-                    " cache_write_1h = ?, cache_read = ?, output_tokens = ?, cost_usd = ?,"
-                    " stop_reason = ?, error = NULL, output_json = ?, completed_at = ?,"
+                    " request_id = ?, service_tier = ?, speed = ?, inference_geo = ?,"
+                    " input_tokens = ?, cache_write_5m = ?, cache_write_1h = ?, cache_read = ?,"
+                    " output_tokens = ?, thinking_tokens = ?, cost_usd = ?, stop_reason = ?,"
+                    " error = NULL, output_json = ?, completed_at = ?,"
                     " attempts = max(attempts, 1) WHERE run_id = ? AND key = ?",
-                    (r.model, r.tier, r.mode, r.request_id, r.service_tier, u.input,
-                     u.cache_write_5m, u.cache_write_1h, u.cache_read, u.output,
-                     money(r.cost), r.stop_reason, _dump(r.output), now, run_id, r.key),
+                    (r.model, r.tier, r.mode, r.request_id, r.service_tier, r.speed,
+                     r.inference_geo, *token_values(r.usage), money(r.cost), r.stop_reason,
+                     _dump(r.output), now, run_id, r.key),
                 )  # fmt: skip
                 recorded.add(r.key)
             for step_id, item_index, key, error in failed:
@@ -211,17 +215,16 @@ class RequestsMixin(StoreBase):
 
     @staticmethod
     def _insert_usage(c: sqlite3.Connection, run_id: str, r: Response, now: str) -> None:
-        u = r.usage
         attempt = c.execute(
             "SELECT max(attempts, 1) FROM requests WHERE run_id = ? AND key = ?", (run_id, r.key)
         ).fetchone()[0]
         c.execute(
             "INSERT INTO usage (run_id, step_id, key, item_index, attempt, model, tier, mode,"
-            f" service_tier, request_id, {USAGE_COLS}, cost_usd, recorded_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f" service_tier, speed, inference_geo, request_id, {USAGE_COLS}, cost_usd,"
+            " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, r.step_id, r.key, r.item_index, attempt, r.model, r.tier, r.mode,
-             r.service_tier, r.request_id, u.input, u.cache_write_5m, u.cache_write_1h,
-             u.cache_read, u.output, money(r.cost), now),
+             r.service_tier, r.speed, r.inference_geo, r.request_id, *token_values(r.usage),
+             money(r.cost), now),
         )  # fmt: skip
 
     @staticmethod
@@ -355,6 +358,22 @@ class RequestsMixin(StoreBase):
                 (status, now, run_id, batch_id),
             )
         return missing
+
+
+def token_values(usage: TokenUsage) -> tuple[int, ...]:
+    """``usage`` as the values of :data:`USAGE_COLS`."""
+    return (
+        usage.input, usage.cache_write_5m, usage.cache_write_1h, usage.cache_read,
+        usage.output, usage.thinking,
+    )  # fmt: skip
+
+
+def token_usage(values: Sequence[int | None]) -> TokenUsage:
+    """The :class:`TokenUsage` of :data:`USAGE_COLS` values (sums of no rows are NULL)."""
+    i, w5, w1, r, o, t = (v or 0 for v in values)
+    return TokenUsage(
+        input=i, cache_write_5m=w5, cache_write_1h=w1, cache_read=r, output=o, thinking=t
+    )
 
 
 def _dump(output: JsonValue) -> str | None:

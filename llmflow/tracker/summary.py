@@ -35,11 +35,14 @@ class _Model(BaseModel):
 
 
 class UsageSummary(_Model):
+    """Tokens by billing category; ``thinking`` is the part of ``output`` spent thinking."""
+
     input: int
     cache_write_5m: int
     cache_write_1h: int
     cache_read: int
     output: int
+    thinking: int
 
     @classmethod
     def of(cls, usage: TokenUsage) -> UsageSummary:
@@ -65,6 +68,7 @@ class TotalSummary(_Model):
     cost_baseline: Money | None
     savings_pct: Decimal | None
     cache_hit_ratio: Ratio
+    thinking: int
 
 
 class AlertSummary(_Model):
@@ -100,12 +104,16 @@ class RunSummary(_Model):
 
 
 def baseline_cost(usage: TokenUsage, baseline: ModelInfo) -> Decimal:
-    """The same tokens priced naively: every input token plain, sync, no cache."""
+    """The same tokens priced naively: every input token plain, sync, no cache, base band.
+
+    Thinking stays in ``output`` (billed as output, never twice).
+    """
     return cost(TokenUsage(input=usage.total_input, output=usage.output), baseline)
 
 
-def savings_pct(actual: Decimal, baseline: Decimal) -> Decimal | None:
-    """Percent saved against the baseline, one decimal place; None without a baseline."""
+def savings_pct(*, actual: Decimal, baseline: Decimal) -> Decimal | None:
+    """Percent saved against the baseline, one decimal place (half-even); None when the
+    baseline is zero (a share of nothing is undefined, not 0%)."""
     if baseline <= 0:
         return None
     pct = (baseline - actual) / baseline * 100
@@ -145,8 +153,9 @@ def build_summary(store: RunStore, run_id: str, *, baseline: ModelInfo | None) -
             plan_cost_expected=run.plan_cost_expected,
             plan_cost_max=run.plan_cost_max,
             cost_baseline=base,
-            savings_pct=savings_pct(spent, base) if base is not None else None,
+            savings_pct=savings_pct(actual=spent, baseline=base) if base is not None else None,
             cache_hit_ratio=usage.cache_hit_ratio,
+            thinking=usage.thinking,
         ),
         budget=BudgetSummary(
             limit=run.budget_limit,

@@ -15,6 +15,9 @@ A batch: ``reserve_batch`` before the POST, ``batch_submitted`` once the API ret
 its id (``release`` the reservations if the POST failed), ``record_batch`` for each
 page of results, ``batch_ended`` at the end. On resume, ``resume_reservations``
 re-reserves what the open batches of the run still owe.
+
+Every response is priced by :func:`~llmflow.tracker.billing.response_cost` (band of
+its own prompt, fast mode, data residency and batch as the API reported them).
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ from typing import Literal
 
 import structlog
 
-from llmflow.catalog import ModelInfo, TokenUsage, cost, format_usd
+from llmflow.catalog import ModelInfo, TokenUsage, format_usd
 from llmflow.errors import RunStoreError
+from llmflow.tracker.billing import Completed, Failed, response_cost
 from llmflow.tracker.budget import Budget, BudgetAlert, Limit, Reservation, period_start
 from llmflow.tracker.progress import Progress, StepProgress
 from llmflow.tracker.records import FinalStatus, JsonValue, Mode, Response, RunInfo, RunRecord
 from llmflow.tracker.store import RunStore
 from llmflow.tracker.summary import RunSummary, build_summary, write_summary
+
+__all__ = ["Completed", "Failed", "LimitSpec", "Tracker"]
 
 _log = structlog.get_logger("llmflow.tracker")
 
@@ -56,37 +62,6 @@ class LimitSpec:
     @property
     def name(self) -> str:
         return self.period if self.tag is None else f"{self.period}[{self.tag[0]}={self.tag[1]}]"
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    """One succeeded response, to record (alone or within a batch page)."""
-
-    step_id: str
-    key: str
-    item_index: int
-    model: ModelInfo
-    tier: str | None
-    mode: Mode
-    usage: TokenUsage
-    reservation: Reservation | None
-    request_id: str | None = None
-    output: JsonValue = None
-    stop_reason: str | None = None
-    service_tier: str | None = None
-    speed: str | None = None
-    inference_geo: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """One request that failed for good (not billed), to record."""
-
-    step_id: str
-    key: str
-    item_index: int
-    error: str
-    reservation: Reservation | None
 
 
 class Tracker:
@@ -258,11 +233,13 @@ class Tracker:
         reservation: Reservation | None,
         *,
         service_tier: str | None = None,
+        speed: str | None = None,
+        inference_geo: str | None = None,
     ) -> Decimal:
         """Price, settle and commit one succeeded response; returns its exact cost."""
         done = Completed(
             step_id, key, item_index, model, tier, mode, usage, reservation,
-            request_id, output, stop_reason, service_tier,
+            request_id, output, stop_reason, service_tier, speed, inference_geo,
         )  # fmt: skip
         return self.record_batch([done], [])[0]
 
@@ -280,14 +257,9 @@ class Tracker:
         responses: list[Response] = []
         costs: list[Decimal] = []
         for c in completed:
-            amount = cost(c.usage, c.model, batch=c.mode == "batch")
+            amount = response_cost(c)
             costs.append(amount)
-            responses.append(
-                Response(
-                    c.step_id, c.key, c.item_index, c.model.id, c.tier, c.mode, c.usage,
-                    amount, c.request_id, c.service_tier, c.stop_reason, c.output,
-                )
-            )  # fmt: skip
+            responses.append(c.response(amount))
         recorded = self.store.record_responses(
             self.run_id,
             responses,
@@ -323,7 +295,8 @@ class Tracker:
                 tier=c.tier, mode=c.mode, service_tier=c.service_tier, request_id=c.request_id,
                 stop_reason=c.stop_reason, input=c.usage.input,
                 cache_write_5m=c.usage.cache_write_5m, cache_write_1h=c.usage.cache_write_1h,
-                cache_read=c.usage.cache_read, output=c.usage.output, cost=format_usd(amount),
+                cache_read=c.usage.cache_read, output=c.usage.output, thinking=c.usage.thinking,
+                speed=c.speed, inference_geo=c.inference_geo, cost=format_usd(amount),
             )  # fmt: skip
         for f in failed:
             self._count_failure(f.step_id, f.key, f.item_index, f.error, "failed")
@@ -348,11 +321,8 @@ class Tracker:
         amount = Decimal(0)
         response = None
         if billed is not None:
-            amount = cost(billed.usage, billed.model, batch=billed.mode == "batch")
-            response = Response(
-                step_id, key, item_index, billed.model.id, billed.tier, billed.mode,
-                billed.usage, amount, billed.request_id, billed.service_tier, billed.stop_reason,
-            )  # fmt: skip
+            amount = response_cost(billed)
+            response = billed.response(amount, with_output=False)
         self.store.record_failure(
             self.run_id, step_id, key, item_index, error=error, billed=response
         )

@@ -74,7 +74,8 @@ def test_report_json_is_exactly_the_run_summary(state: Path) -> None:
     assert list(data) == SUMMARY_KEYS
     assert [list(s) for s in data["steps"]] == [STEP_KEYS] * 3
     assert list(data["total"]) == ["cost", "plan_cost_expected", "plan_cost_max",
-                                   "cost_baseline", "savings_pct", "cache_hit_ratio"]  # fmt: skip
+                                   "cost_baseline", "savings_pct", "cache_hit_ratio",
+                                   "thinking"]  # fmt: skip
     assert list(data["budget"]) == ["limit", "spent", "alerts"]
     written = (state / "runs" / "run-newest" / "summary.json").read_text()
     assert result.output == written  # the baseline tier of basic.yaml is sonnet, as the run's

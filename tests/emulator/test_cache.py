@@ -1,4 +1,4 @@
-"""Prompt-cache mechanics (DESIGN.md section 4) through the SDK, with an injected clock."""
+"""Prompt-cache mechanics through the SDK, with an injected clock."""
 
 from __future__ import annotations
 

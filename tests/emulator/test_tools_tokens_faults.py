@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from llmflow.catalog import load_catalog
 from llmflow.cli import app as cli_app
 from llmflow.emulator.config import FaultSpecError, parse_faults
 from llmflow.emulator.generation import SchemaInstance
@@ -157,8 +158,9 @@ _request = st.fixed_dictionaries(
 )
 
 
-def _planner_bound(body: dict[str, Any]) -> int:
-    """DESIGN's upper bound: bytes of all text + 64/request + 8/message + 8/block + 16/tool."""
+def _planner_bound(body: dict[str, Any], model: str = MODEL) -> int:
+    """The planner's upper bound: bytes of all text + 64/request + 8/message + 8/block +
+    16/tool, plus the system prompt the API injects for tools."""
     size, blocks = 0, 0
     system = body.get("system")
     if isinstance(system, str):
@@ -178,7 +180,8 @@ def _planner_bound(body: dict[str, Any]) -> int:
         size += len(
             (tool["name"] + tool["description"] + json.dumps(tool["input_schema"])).encode()
         )
-    return size + 64 + 8 * len(body["messages"]) + 8 * blocks + 16 * len(tools)
+    injected = load_catalog().models[model].injected_prompt_tokens.tools if tools else 0
+    return size + 64 + 8 * len(body["messages"]) + 8 * blocks + 16 * len(tools) + injected
 
 
 @settings(

@@ -65,8 +65,8 @@ def triage_run(
     * ``classify`` (haiku, batch, 10 items): every request has the 5,000-token prefix
       but only one reads it (the plan expected 5 at batch_hit_rate 0.5).
     * ``extract`` (haiku, sync, 5 items): no cache; item 3 stops at max_tokens, item 4
-      fails (not billed).
-    * ``digest`` (sonnet, sync, 1 item).
+      fails (not billed); 60 of each response's 100 output tokens are thinking.
+    * ``digest`` (sonnet, sync, 1 item), 180 of its 300 output tokens thinking.
 
     The budget alert (50% of ``budget``) fires during the run.
     """
@@ -120,7 +120,8 @@ def triage_run(
             )
             continue
         tracker.record_response(
-            "extract", key, i, HAIKU, "haiku", "sync", TokenUsage(input=800, output=100),
+            "extract", key, i, HAIKU, "haiku", "sync",
+            TokenUsage(input=800, output=100, thinking=60),
             f"req_e{i}", {"item": i}, "max_tokens" if i == 3 else "end_turn", res,
         )  # fmt: skip
     # digest
@@ -132,7 +133,8 @@ def triage_run(
     )  # fmt: skip
     clock.tick(2)
     tracker.record_response(
-        "digest", key, 0, SONNET, "sonnet", "sync", TokenUsage(input=2000, output=300),
+        "digest", key, 0, SONNET, "sonnet", "sync",
+        TokenUsage(input=2000, output=300, thinking=180),
         "req_d0", "all good", "end_turn", res,
     )  # fmt: skip
     summary, _ = tracker.finish("partial")

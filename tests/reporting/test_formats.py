@@ -80,10 +80,14 @@ def test_csv_has_a_header_and_one_row_per_step_with_the_summary_strings(
             assert int(got[key]) == step[key]
         for key, value in step["usage"].items():
             assert int(got[key]) == value
+        assert "thinking" in step["usage"]
         assert got["cost"] == step["cost"]
         assert got["plan_cost_expected"] == (step["plan_cost_expected"] or "")
         assert got["cache_hit_ratio"] == step["cache_hit_ratio"]
     assert rows[1][1:4] == ["haiku", "claude-haiku-4-5", "batch"]
+    assert CSV_COLUMNS[-1] == "thinking"  # appended: earlier columns keep their positions
+    assert CSV_COLUMNS.index("cost") == 13
+    assert [row[-1] for row in rows[1:]] == ["0", "240", "180"]
 
 
 def test_html_is_self_contained_and_well_formed(
@@ -123,19 +127,24 @@ def test_html_charts_and_tables_show_the_summary_numbers(
     assert ys == sorted(ys, reverse=True)  # spend only grows (SVG y points down)
 
     table = parser.tables["steps"]
-    assert table[0][:2] == ["step", "tier"]
+    assert table[0][:2] == ["step", "tier"] and table[0][8] == "thinking"
     body = table[1:-1]
     assert [r[0] for r in body] == [s["id"] for s in steps]
     for row, step in zip(body, steps, strict=True):
         assert row[4:8] == [str(step[k]) for k in ("requests", "succeeded", "failed", "skipped")]
-        assert row[8] == f"${step['cost']}"
-        assert row[9] == f"${step['plan_cost_expected']}"
+        assert int(row[8].replace(",", "")) == step["usage"]["thinking"]
+        assert row[9] == f"${step['cost']}"
+        assert row[10] == f"${step['plan_cost_expected']}"
+    assert [r[8] for r in body] == ["0", "240", "180"]
     total = table[-1]
-    assert total[0] == "total" and total[8] == f"${contract['total']['cost']}"
-    assert total[12] == f"${contract['total']['cost_baseline']}"
-    assert total[13] == f"{contract['total']['savings_pct']}%"
-    tokens = parser.tables["tokens"][1:]
-    for row, step in zip(tokens, steps, strict=True):
+    assert total[0] == "total" and total[9] == f"${contract['total']['cost']}"
+    assert int(total[8]) == contract["total"]["thinking"] == 420
+    assert total[13] == f"${contract['total']['cost_baseline']}"
+    assert total[14] == f"{contract['total']['savings_pct']}%"
+    tokens = parser.tables["tokens"]
+    assert tokens[0][1:] == ["input", "cache write 5m", "cache write 1h", "cache read", "output",
+                             "thinking"]  # fmt: skip
+    for row, step in zip(tokens[1:], steps, strict=True):
         assert [int(c.replace(",", "")) for c in row[1:]] == list(step["usage"].values())
     assert "tiers" in parser.tables
     warnings = [a for t, a in parser.tags if t == "ul" and a.get("id") == "warnings"]
@@ -170,6 +179,35 @@ def test_table_fits_100_columns_without_cutting_an_amount(
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 100
     assert "$0.0444" in text and "claude-haiku-4-5" in text  # the tier table names the model
+    steps = text.split("Tokens")[0]
+    assert "thinking" in steps  # the steps' thinking tokens still fit
+    assert [line.split()[7] for line in steps.splitlines() if line.startswith(" extract")] == [
+        "240"
+    ]
+
+
+def test_huge_amounts_give_the_steps_thinking_column_up_before_cutting_one(
+    store: RunStore, clock: Any, builders: ModuleType
+) -> None:
+    from decimal import Decimal
+
+    report = _report(store, clock, builders)
+    big = Decimal("123456.7891")
+    steps = [
+        s.model_copy(
+            update={"cost": big, "plan_cost_expected": big, "cost_baseline": big,
+                    "usage": s.usage.model_copy(update={"thinking": 12_345_678})}
+        )
+        for s in report.steps
+    ]  # fmt: skip
+    report = report.model_copy(update={"steps": steps})
+    console = Console(record=True, width=100, color_system=None)
+    console.print(render_table(report))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 100
+    steps_text, tokens_text = text.split("Tokens")[:2]
+    assert "$123456.7891" in steps_text and "thinking" not in steps_text
+    assert "thinking" in tokens_text.splitlines()[2] and "12,345,678" in tokens_text
 
 
 def test_a_run_that_billed_nothing_still_renders(store: RunStore, clock: Any) -> None:

@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 
 from llmflow.catalog import ModelInfo, TokenUsage
 from llmflow.errors import BudgetExceeded
+from llmflow.tracker import Completed, Failed, LimitSpec, Tracker
 from llmflow.tracker.records import Response, RunInfo, request_key
 from llmflow.tracker.store import RunStore
-from llmflow.tracker.tracker import Completed, Failed, LimitSpec, Tracker
 
 D = Decimal
 MakeInfo = Callable[..., RunInfo]
@@ -25,10 +25,12 @@ MakeResponse = Callable[..., Response]
 # Hand-computed: haiku $1/$5 per MTok; 1000 in + 2000 w5m + 500 w1h + 10000 read + 300 out
 #   1000·1e-6 + 2000·1.25e-6 + 500·2e-6 + 10000·0.1e-6 + 300·5e-6
 #   = 0.001 + 0.0025 + 0.001 + 0.001 + 0.0015 = 0.007 (batch: 0.0035)
+# 120 of the 300 output tokens are thinking: billed within output, never again.
 # Baseline sonnet $3/$15, all 13500 input plain, sync: 0.0405 + 0.0045 = 0.045
 USAGE = TokenUsage(
-    input=1000, cache_write_5m=2000, cache_write_1h=500, cache_read=10000, output=300
-)
+    input=1000, cache_write_5m=2000, cache_write_1h=500, cache_read=10000, output=300,
+    thinking=120,
+)  # fmt: skip
 
 
 def _sync(t: Tracker, model: ModelInfo, i: int, usage: TokenUsage = USAGE) -> Decimal:
@@ -75,12 +77,13 @@ def test_exact_costs_and_summary(
         "cost_baseline": "0.09",
         "savings_pct": "88.3",
         "cache_hit_ratio": "0.7407",
+        "thinking": 240,
     }
     step = data["steps"][0]
     assert step["id"] == "classify"
     assert step["usage"] == {
         "input": 2000, "cache_write_5m": 4000, "cache_write_1h": 1000,
-        "cache_read": 20000, "output": 600,
+        "cache_read": 20000, "output": 600, "thinking": 240,
     }  # fmt: skip
     assert (step["requests"], step["succeeded"], step["failed"], step["skipped"]) == (10, 2, 0, 0)
     assert step["cost"] == "0.0105"
@@ -100,6 +103,7 @@ def test_request_completed_event_has_usage_and_cost_only(
     [event] = [e for e in logs if e["event"] == "request.completed"]
     assert event["cost"] == "0.007"
     assert event["cache_read"] == 10000
+    assert (event["thinking"], event["speed"], event["inference_geo"]) == (120, None, None)
     assert event["request_id"] == "req_0"
     assert event["step"] == "classify" and event["item"] == 0
     assert "output" not in event or event["output"] == 300  # the token count, not the text

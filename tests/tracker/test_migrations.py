@@ -1,0 +1,177 @@
+"""A store created by the previous schema (version 1) is upgraded when it is opened."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from llmflow.catalog import TokenUsage
+from llmflow.errors import RunStoreError
+from llmflow.tracker import migrations
+from llmflow.tracker.records import Response, RunInfo, request_key
+from llmflow.tracker.schema import SCHEMA_VERSION
+from llmflow.tracker.store import DB_NAME, RunStore
+
+D = Decimal
+V1_DDL = Path(__file__).with_name("schema_v1.sql").read_text("utf-8")
+NEW_COLUMNS = ["thinking_tokens", "speed", "inference_geo"]
+
+
+def _v1_store(state: Path) -> Path:
+    """A store as llmflow with schema 1 left it: one run, one billed response."""
+    state.mkdir(parents=True)
+    (state / "runs").mkdir()
+    path = state / DB_NAME
+    with sqlite3.connect(path) as c:
+        c.executescript(V1_DDL)
+        c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        c.execute(
+            "INSERT INTO runs (run_id, pipeline, policy, status, started_at)"
+            " VALUES ('old', 'triage', 'default', 'succeeded', '2026-05-20T12:00:00.000000+00:00')"
+        )
+        c.execute(
+            "INSERT INTO requests (run_id, key, step_id, item_index, status, model, mode,"
+            " input_tokens, output_tokens, cost_usd, output_json)"
+            " VALUES ('old', 'classify-0', 'classify', 0, 'succeeded', 'claude-haiku-4-5',"
+            " 'sync', 100, 20, '0.0002', '\"bug\"')"
+        )
+        c.execute(
+            "INSERT INTO usage (run_id, step_id, key, item_index, attempt, model, mode,"
+            " input_tokens, cache_write_5m, cache_write_1h, cache_read, output_tokens,"
+            " cost_usd, recorded_at) VALUES ('old', 'classify', 'classify-0', 0, 1,"
+            " 'claude-haiku-4-5', 'sync', 100, 0, 0, 0, 20, '0.0002',"
+            " '2026-05-20T12:00:01.000000+00:00')"
+        )
+    return state
+
+
+def _version(path: Path) -> int:
+    with sqlite3.connect(path) as c:
+        return int(c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+
+def _schema(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table's columns (name, type, not null, default), and every index name."""
+    with sqlite3.connect(path) as c:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        out = {t: [tuple(r[1:5]) for r in c.execute(f"PRAGMA table_info({t})")] for t in tables}
+        out["<indexes>"] = sorted(
+            (r[0],) for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        )
+    return out
+
+
+def test_an_old_store_is_upgraded_and_its_history_kept(tmp_path: Path) -> None:
+    state = _v1_store(tmp_path / "state")
+    with capture_logs() as logs:
+        store = RunStore.open(state)
+    upgraded = [e for e in logs if e["event"] == "store.schema_upgraded"]
+    assert [(e["from_version"], e["to_version"]) for e in upgraded] == [(1, SCHEMA_VERSION)]
+    assert _version(state / DB_NAME) == SCHEMA_VERSION == 2
+    # what was recorded before still counts, read with the new columns
+    assert store.run_spent("old") == D("0.0002")
+    [totals] = store.step_totals("old")
+    assert totals.usage == TokenUsage(input=100, output=20)  # thinking 0: not recorded then
+    assert store.step_outputs("old", "classify") == ["bug"]
+    # and new responses record thinking, speed and inference_geo
+    store.resume_run("old", RunInfo(pipeline="triage", policy="default"))
+    usage = TokenUsage(input=10, output=50, thinking=30)
+    store.record_success(
+        "old",
+        Response(
+            "classify", request_key("classify", 1), 1, "claude-opus-5-5", None, "sync", usage,
+            D("0.0021"), speed="fast", inference_geo="us",
+        ),
+    )  # fmt: skip
+    [totals] = store.step_totals("old")
+    assert totals.usage == TokenUsage(input=110, output=70, thinking=30)
+    store.close()
+    with sqlite3.connect(state / DB_NAME) as c:
+        rows = c.execute(
+            "SELECT key, thinking_tokens, speed, inference_geo FROM usage ORDER BY id"
+        ).fetchall()
+    assert rows == [("classify-0", 0, None, None), ("classify-1", 30, "fast", "us")]
+
+
+def test_the_upgraded_schema_is_the_new_stores_schema(tmp_path: Path) -> None:
+    old = _v1_store(tmp_path / "old")
+    RunStore.open(old).close()
+    RunStore.open(tmp_path / "new").close()
+    upgraded, fresh = _schema(old / DB_NAME), _schema(tmp_path / "new" / DB_NAME)
+    assert upgraded == fresh
+    for table in ("requests", "usage"):
+        assert [c[0] for c in fresh[table][-3:]] == NEW_COLUMNS
+
+
+def test_reopening_an_upgraded_store_changes_nothing(tmp_path: Path) -> None:
+    state = _v1_store(tmp_path / "state")
+    RunStore.open(state).close()
+    before = _schema(state / DB_NAME)
+    with capture_logs() as logs:
+        RunStore.open(state).close()
+    assert "store.schema_upgraded" not in [e["event"] for e in logs]
+    assert _schema(state / DB_NAME) == before
+
+
+def test_a_failed_upgrade_leaves_the_old_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = _v1_store(tmp_path / "state")
+    before = _schema(state / DB_NAME)
+
+    def half_done(c: sqlite3.Connection) -> None:
+        migrations.add_missing_columns(c, "requests", migrations.V2_RESPONSE_COLUMNS)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setitem(migrations.STEPS, 1, half_done)
+    with pytest.raises(RunStoreError, match="disk I/O error"):
+        RunStore.open(state)
+    assert _schema(state / DB_NAME) == before
+    assert _version(state / DB_NAME) == 1
+    monkeypatch.undo()
+    RunStore.open(state).close()
+    assert _version(state / DB_NAME) == SCHEMA_VERSION
+
+
+def test_a_newer_or_unknown_store_is_refused_untouched(tmp_path: Path) -> None:
+    state = _v1_store(tmp_path / "state")
+    for version, message in ((SCHEMA_VERSION + 1, "newer than this llmflow"), (0, "no upgrade")):
+        with sqlite3.connect(state / DB_NAME) as c:
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+        before = _schema(state / DB_NAME)
+        with pytest.raises(RunStoreError, match=message):
+            RunStore.open(state)
+        assert _schema(state / DB_NAME) == before
+        assert _version(state / DB_NAME) == version
+
+
+def test_processes_opening_an_old_store_together_upgrade_it_once(tmp_path: Path) -> None:
+    state = _v1_store(tmp_path / "state")
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_it() -> None:
+        try:
+            start.wait()
+            RunStore.open(state).close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with capture_logs() as logs:
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert errors == []
+    assert [e["event"] for e in logs].count("store.schema_upgraded") == 1
+    assert _version(state / DB_NAME) == SCHEMA_VERSION
+
+
+def test_every_version_before_this_one_has_an_upgrade_step() -> None:
+    assert sorted(migrations.STEPS) == list(range(1, SCHEMA_VERSION))
