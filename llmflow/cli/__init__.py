@@ -12,6 +12,7 @@ from llmflow.cli import cmd_schema  # noqa: F401  isort: skip
 from llmflow.cli import cmd_plan  # noqa: F401  isort: skip
 from llmflow.cli import cmd_report  # noqa: F401  isort: skip
 from llmflow.cli import cmd_run  # noqa: F401  isort: skip
+from llmflow.cli import cmd_models  # noqa: F401  isort: skip
 
 
 def main() -> None:

@@ -48,9 +48,7 @@ def _setting(name: str, *layers: RequestSettings | None) -> object:
     return None
 
 
-def request_settings(
-    step: Step, route: Route | None, default: Route | None
-) -> dict[str, object]:
+def request_settings(step: Step, route: Route | None, default: Route | None) -> dict[str, object]:
     """effort, thinking, speed, inference_geo and expected_thinking_tokens, each from the
     step, else the task's route, else ``default_route`` (None: the model's default)."""
     names = ("effort", "thinking", "speed", "inference_geo", "expected_thinking_tokens")

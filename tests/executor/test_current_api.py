@@ -115,9 +115,7 @@ async def test_a_haiku_5_5_request_over_100k_tokens_is_recorded_at_the_higher_ba
             {
                 "name": "p",
                 "tiers": {"haiku": {"model": "claude-haiku-5-5"}},
-                "routes": {
-                    "work": {"tier": "haiku", "max_tokens": 300, "thinking": "disabled"}
-                },
+                "routes": {"work": {"tier": "haiku", "max_tokens": 300, "thinking": "disabled"}},
                 "baseline_tier": "haiku",
             }
         )

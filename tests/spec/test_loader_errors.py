@@ -139,8 +139,9 @@ def test_tier_naming_no_model_and_unknown_tiers() -> None:
     p = f"{POLICIES}/invalid/bad_refs.yaml"
     assert diagnostics(f"{PIPELINES}/valid/triage.yaml", p) == [
         f"{p}:4:19: tiers.sonnet.model: tier 'sonnet' names no known model: 'claude-sonet-4-6'"
-        " (did you mean 'claude-sonnet-4-6'?) (catalog: claude-haiku-4-5, claude-opus-4-1,"
-        " claude-opus-4-5, claude-opus-4-6, claude-opus-4-7, claude-sonnet-4-5, claude-sonnet-4-6)",
+        " (did you mean 'claude-sonnet-4-6'?) (catalog: claude-fable-5, claude-fable-5-1,"
+        " claude-fable-5-2, claude-haiku-4-5, claude-haiku-5-5, claude-opus-4-1, claude-opus-4-5,"
+        " claude-opus-4-6, claude-opus-4-7, claude-opus-4-8, claude-opus-5, claude-opus-5-5, ...)",
         f"{p}:7:22: routes.extraction.tier: unknown tier 'haikuu' (did you mean 'haiku'?)"
         " (tiers: haiku, sonnet)",
         f"{p}:9:16: baseline_tier: unknown tier 'sonet' (did you mean 'sonnet'?) (tiers: haiku, sonnet)",
@@ -152,8 +153,9 @@ def test_policy_value_errors_come_with_the_policys_other_errors() -> None:
     tiers = "(tiers: haiku, opus, sonnet)"
     assert diagnostics(f"{PIPELINES}/valid/triage.yaml", p) == [
         f"{p}:4:19: tiers.sonnet.model: tier 'sonnet' names no known model: 'claude-sonet-4-6'"
-        " (did you mean 'claude-sonnet-4-6'?) (catalog: claude-haiku-4-5, claude-opus-4-1,"
-        " claude-opus-4-5, claude-opus-4-6, claude-opus-4-7, claude-sonnet-4-5, claude-sonnet-4-6)",
+        " (did you mean 'claude-sonnet-4-6'?) (catalog: claude-fable-5, claude-fable-5-1,"
+        " claude-fable-5-2, claude-haiku-4-5, claude-haiku-5-5, claude-opus-4-1, claude-opus-4-5,"
+        " claude-opus-4-6, claude-opus-4-7, claude-opus-4-8, claude-opus-5, claude-opus-5-5, ...)",
         f"{p}:5:54: tiers.opus.input_usd_per_mtok: input should be greater than or equal to 0, got -1",
         f"{p}:7:39: routes.classification.mode: input should be 'sync' or 'batch', got 'bulk'",
         f"{p}:8:43: routes.extraction.downgrade_to: unknown tier 'haikuu' (did you mean 'haiku'?) {tiers}",
