@@ -79,12 +79,13 @@ def emulated() -> Callable[[EmulatorConfig], Emulated]:
 
 @pytest.fixture
 def run_pipeline(tmp_path: Path) -> Runner:
-    """``await run_pipeline(emulated, "chain.yaml", run_id=..., budget=...)``."""
+    """``await run_pipeline(emulated, "chain.yaml", run_id=..., budget=...)``; names are
+    fixture files, absolute paths are used as they are."""
 
     async def run(
         emu: Emulated,
-        pipeline: str,
-        policy: str = "policy.yaml",
+        pipeline: str | Path,
+        policy: str | Path = "policy.yaml",
         *,
         run_id: str = "r1",
         budget: Decimal | None = None,

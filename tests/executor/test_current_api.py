@@ -14,12 +14,8 @@ import pytest
 from llmflow.catalog import TokenUsage, load_catalog
 from llmflow.emulator.config import EmulatorConfig
 from llmflow.emulator.ledger import entry_usage
-from llmflow.executor.retry import Backoff
-from llmflow.executor.run import RunOutcome, RunRequest, execute
-from llmflow.planner import build_plan_async
 from llmflow.planner.model_checks import check_models
 from llmflow.spec.loader import load_pair
-from llmflow.tracker import RunStore
 
 from .conftest import (  # type: ignore[import-not-found]
     Emulated,
@@ -36,36 +32,20 @@ CATALOG = load_catalog()
 MTOK = Decimal(1_000_000)
 
 
-async def run_files(
-    emu: Emulated, pipeline: Path, policy: Path, state: Path, run_id: str = "r1"
-) -> RunOutcome:
-    pipeline_file, policy_file = load_pair(pipeline, policy, inputs={})
-    assert policy_file is not None
-    plan = await build_plan_async(pipeline_file, policy_file, inputs={}, catalog=CATALOG)
-    client = emu.client()
-    store = RunStore.open(state)
-    try:
-        request = RunRequest(
-            pipeline_file, policy_file, plan, CATALOG, client, store, run_id, {},
-            backoff=Backoff(base_seconds=0.001, max_seconds=0.01),
-        )  # fmt: skip
-        return await execute(request)
-    finally:
-        await client.close()
-        store.close()
-
-
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.stem)
 @pytest.mark.parametrize("pipeline", EXAMPLES, ids=lambda p: p.stem)
 async def test_every_example_runs_under_every_shipped_policy(
-    emulated: Callable[[EmulatorConfig], Emulated], tmp_path: Path, pipeline: Path, policy: Path
+    emulated: Callable[[EmulatorConfig], Emulated],
+    run_pipeline: Runner,
+    pipeline: Path,
+    policy: Path,
 ) -> None:
     pipeline_file, policy_file = load_pair(pipeline, policy, inputs={})
     assert policy_file is not None
     report = check_models(pipeline_file, policy_file, CATALOG, today=dt.date(2026, 11, 30))
     assert report.errors == [] and report.warnings == []
     emu = emulated(EmulatorConfig(seed=3))
-    outcome = await run_files(emu, pipeline, policy, tmp_path / "state")
+    outcome = await run_pipeline(emu, pipeline, policy)
     assert outcome.status == "succeeded", outcome
     ledger = await emu.ledger()
     assert summary_usage(outcome) == ledger_usage(ledger)
@@ -92,7 +72,7 @@ async def test_structured_output_on_sonnet_5_5_goes_through_output_config_format
 
 
 async def test_a_haiku_5_5_request_over_100k_tokens_is_recorded_at_the_higher_band(
-    emulated: Callable[[EmulatorConfig], Emulated], tmp_path: Path
+    emulated: Callable[[EmulatorConfig], Emulated], run_pipeline: Runner, tmp_path: Path
 ) -> None:
     (tmp_path / "doc.txt").write_text("abcd " * 116_000, encoding="utf-8")
     (tmp_path / "pipeline.yaml").write_text(
@@ -121,9 +101,7 @@ async def test_a_haiku_5_5_request_over_100k_tokens_is_recorded_at_the_higher_ba
         )
     )
     emu = emulated(EmulatorConfig())
-    outcome = await run_files(
-        emu, tmp_path / "pipeline.yaml", tmp_path / "policy.yaml", tmp_path / "state"
-    )
+    outcome = await run_pipeline(emu, tmp_path / "pipeline.yaml", tmp_path / "policy.yaml")
     assert outcome.status == "succeeded", outcome
     (entry,) = (await emu.ledger())["requests"]
     usage: TokenUsage = entry_usage(entry)
