@@ -1,7 +1,7 @@
 """The one exception tree of llmflow.
 
 Every error llmflow raises on purpose derives from :class:`LlmflowError`; the CLI
-maps each branch to an exit code (DESIGN.md section 1) and prints it without a
+maps each branch to an exit code and prints it without a
 traceback.
 
     LlmflowError

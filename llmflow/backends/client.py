@@ -3,7 +3,7 @@
 ``--backend anthropic`` reads ``ANTHROPIC_API_KEY`` (and ``ANTHROPIC_BASE_URL``, which is
 how a user points llmflow at ``llmflow emulator``). ``--backend emulator`` needs an ASGI
 transport to the in-process emulator; the CLI builds it, so this layer never imports the
-emulator (DESIGN.md section 3).
+emulator.
 """
 
 from __future__ import annotations

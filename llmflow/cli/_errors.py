@@ -15,7 +15,7 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 @contextmanager
 def reported_errors() -> Iterator[None]:
-    """Print an LlmflowError to stderr and exit with its code (DESIGN.md section 1)."""
+    """Print an LlmflowError to stderr and exit with its code."""
     try:
         yield
     except LlmflowError as exc:

@@ -1,6 +1,6 @@
 """Splitting a step's batch requests into Message Batches the API accepts.
 
-A batch holds at most 100,000 requests and 256 MB of request JSON (DESIGN.md section 4).
+A batch holds at most 100,000 requests and 256 MB of request JSON.
 """
 
 from __future__ import annotations

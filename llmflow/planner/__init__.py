@@ -4,7 +4,7 @@ Public API (what ``llmflow plan`` and the executor use):
 
 * :func:`make_plan` / :func:`build_plan` / :func:`build_plan_async` — the plan, and
   with ``build_plan*`` the per-step :class:`RequestTemplate` the executor renders.
-* :class:`Plan` — the plan JSON of DESIGN.md section 1.
+* :class:`Plan` — the plan JSON.
 * :func:`build_params`, :class:`RequestTemplate`, :func:`inputs_namespace`,
   :func:`steps_namespace` — the exact Messages API request of a step.
 * :func:`request_max_cost` — a request's true upper-bound cost (budget reservations).

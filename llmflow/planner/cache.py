@@ -1,4 +1,4 @@
-"""Prompt-cache placement as a priced decision (DESIGN.md sections 4 and 5).
+"""Prompt-cache placement as a priced decision.
 
 For one step the planner asks: with N requests sharing a prefix of P tokens, which is
 cheapest — no cache, a 5-minute or a 1-hour cache? Expected counts:

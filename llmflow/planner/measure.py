@@ -1,4 +1,4 @@
-"""Sizing a step's requests without sending them (DESIGN.md section 5).
+"""Sizing a step's requests without sending them.
 
 Each request of a step is split into its cacheable **prefix** (the forced output tool on
 models without structured outputs, then the leading static system blocks not marked

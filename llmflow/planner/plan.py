@@ -1,4 +1,4 @@
-"""The plan (``llmflow plan --format json``), exactly DESIGN.md section 1.
+"""The plan (``llmflow plan --format json``): a stable contract.
 
 Money is a decimal string in USD, token counts are integers. ``Plan.to_json()`` is
 deterministic: the same inputs give byte-identical text.

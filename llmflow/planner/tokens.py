@@ -1,6 +1,6 @@
 """Token sizes of requests: an offline estimate, a true upper bound, and exact counts.
 
-The upper bound (agreed with the emulator's tokenizer, DESIGN.md section 5): a
+The upper bound (agreed with the emulator's tokenizer): a
 byte-level BPE token covers at least one byte, so a request's input tokens are at most
 the UTF-8 bytes of all its text (system blocks, message text, tool name, description
 and ``json.dumps(input_schema)``) plus fixed framing per request, message, block and

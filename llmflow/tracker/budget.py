@@ -1,6 +1,6 @@
 """The budget ledger: reserve before dispatch, settle on response, release on failure.
 
-DESIGN.md section 5: before a request is sent its upper-bound cost is reserved; a
+Budget rule: before a request is sent its upper-bound cost is reserved; a
 reservation that would make ``prior + spent + reserved + amount`` exceed any limit is
 refused with :class:`~llmflow.errors.BudgetExceeded` and nothing is reserved. Because
 the check and the reservation happen under one lock, and money only ever moves from

@@ -277,7 +277,7 @@ class RunStore(RequestsMixin, QueriesMixin):
         return self._read(query)
 
     def summary(self, run_id: str, *, baseline: ModelInfo | None = None) -> RunSummary:
-        """The run summary (DESIGN.md section 1) across every session of the run."""
+        """The run summary across every session of the run."""
         return build_summary(self, run_id, baseline=baseline)
 
     # -- read-only queries for reports -------------------------------------------

@@ -1,4 +1,4 @@
-"""The run summary (DESIGN.md section 1), built from the run store.
+"""The run summary, built from the run store.
 
 Because it is computed from the store's usage ledger, the summary covers a run across
 all its resumes. Money is a decimal string in JSON, ratios are decimal strings with

@@ -1,4 +1,4 @@
-"""kill -9 mid-run, then resume: every request is billed exactly once (DESIGN.md §1, §5).
+"""kill -9 mid-run, then resume: every request is billed exactly once.
 
 Real processes end to end: ``llmflow emulator`` serves on loopback, ``llmflow run
 --backend anthropic`` talks to it through the SDK, the test watches the run store
