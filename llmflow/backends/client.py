@@ -9,12 +9,14 @@ emulator.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import anthropic
 import httpx2
 
-from llmflow.errors import BackendAuthError
+from llmflow.errors import BackendAuthError, BackendError, BackendUnreachable
 
 BackendName = Literal["anthropic", "emulator"]
 
@@ -58,3 +60,16 @@ def open_client(
         max_retries=max_retries,
         timeout=timeout,
     )
+
+
+@contextmanager
+def sdk_errors(operation: str) -> Iterator[None]:
+    """Turn the SDK's errors during ``operation`` into llmflow's backend errors (exit 4)."""
+    try:
+        yield
+    except anthropic.AuthenticationError as exc:
+        raise BackendAuthError(f"{operation}: the API refused the key: {exc}") from exc
+    except anthropic.APIConnectionError as exc:
+        raise BackendUnreachable(f"{operation}: cannot reach the API: {exc}") from exc
+    except anthropic.APIError as exc:
+        raise BackendError(f"{operation} failed: {exc}") from exc

@@ -16,8 +16,8 @@ import anthropic
 from anthropic.types import ModelCapabilities
 from anthropic.types import ModelInfo as ApiModel
 
+from llmflow.backends import sdk_errors
 from llmflow.catalog import EFFORT_LEVELS, Catalog, ModelInfo
-from llmflow.errors import BackendAuthError, BackendError, BackendUnreachable
 
 #: Every lifecycle stage: the API lists retired models only when asked for them.
 ALL_LIFECYCLES: Final[list[Literal["active", "deprecated", "retired"]]] = [
@@ -46,14 +46,8 @@ class Drift:
 
 async def list_models(client: anthropic.AsyncAnthropic) -> list[ApiModel]:
     """Every model the API lists, retired ones included; BackendError when it cannot."""
-    try:
+    with sdk_errors("models.list"):
         return [model async for model in client.models.list(lifecycle=ALL_LIFECYCLES)]
-    except anthropic.AuthenticationError as exc:
-        raise BackendAuthError(f"models.list: the API refused the key: {exc}") from exc
-    except anthropic.APIConnectionError as exc:
-        raise BackendUnreachable(f"models.list: cannot reach the API: {exc}") from exc
-    except anthropic.APIError as exc:
-        raise BackendError(f"models.list failed: {exc}") from exc
 
 
 def compare(catalog: Catalog, listed: Sequence[ApiModel]) -> list[Drift]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import anthropic
 
-from llmflow.errors import BackendAuthError, BackendError, BackendUnreachable
+from llmflow.backends import sdk_errors
 
 
 class SdkTokenCounter:
@@ -18,12 +18,6 @@ class SdkTokenCounter:
 
     async def count(self, params: Mapping[str, Any]) -> int:
         """Input tokens of ``params`` as the API counts them."""
-        try:
+        with sdk_errors("count_tokens"):
             result = await self.client.messages.count_tokens(**params)
-        except anthropic.AuthenticationError as exc:
-            raise BackendAuthError(f"count_tokens: the API refused the key: {exc}") from exc
-        except anthropic.APIConnectionError as exc:
-            raise BackendUnreachable(f"count_tokens: cannot reach the API: {exc}") from exc
-        except anthropic.APIError as exc:
-            raise BackendError(f"count_tokens failed: {exc}") from exc
         return int(result.input_tokens)
