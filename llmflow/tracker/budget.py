@@ -64,6 +64,18 @@ class Limit:
             raise ValueError(f"limit {self.name!r}: prior spend cannot be negative")
 
 
+def first_violated(checks: Iterable[tuple[Limit, Decimal]]) -> Limit | None:
+    """The budget rule, in one place: the first limit that ``prior + extra`` would pass.
+
+    Each check is a limit and the money to add to its ``prior`` (spent, reserved and
+    unrecorded in the limit's scope); a total equal to the limit still fits.
+    """
+    for limit, extra in checks:
+        if limit.prior + extra > limit.amount:
+            return limit
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """Money set aside for one request until it is settled or released."""
@@ -71,6 +83,7 @@ class Reservation:
     id: int
     amount: Decimal
     label: str
+    day: str | None = None  # the UTC day whose store budget counters hold it
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,16 +198,23 @@ class Budget:
 
     # -- reserve / settle / release -----------------------------------------------
 
-    def reserve(self, amount: Decimal, *, label: str, force: bool = False) -> Reservation:
+    def reserve(
+        self, amount: Decimal, *, label: str, force: bool = False, day: str | None = None
+    ) -> Reservation:
         """Set ``amount`` aside, or raise :class:`BudgetExceeded` reserving nothing.
 
         ``force`` reserves even past a limit: only for money that is already
         committed, such as the requests of a batch submitted before a resume.
         """
-        return self.reserve_many([amount], label=label, force=force)[0]
+        return self.reserve_many([amount], label=label, force=force, day=day)[0]
 
     def reserve_many(
-        self, amounts: Sequence[Decimal], *, label: str, force: bool = False
+        self,
+        amounts: Sequence[Decimal],
+        *,
+        label: str,
+        force: bool = False,
+        day: str | None = None,
     ) -> list[Reservation]:
         """Reserve every amount or none (a whole batch reserves all its requests)."""
         if any(a < 0 for a in amounts):
@@ -203,7 +223,7 @@ class Budget:
         with self._lock:
             over = None if force else self._violated(total)
             if over is None:
-                made = [Reservation(next(self._ids), a, label) for a in amounts]
+                made = [Reservation(next(self._ids), a, label, day) for a in amounts]
                 for r in made:
                     self._open[r.id] = r
                 self._reserved += total
@@ -254,11 +274,8 @@ class Budget:
             self._take(reservation)
 
     def _violated(self, extra: Decimal) -> Limit | None:
-        for state in self._limits:
-            lim = state.limit
-            if lim.prior + self._spent + self._reserved + extra > lim.amount:
-                return lim
-        return None
+        held = self._spent + self._reserved + extra
+        return first_violated((state.limit, held) for state in self._limits)
 
     def _take(self, reservation: Reservation) -> None:
         held = self._open.pop(reservation.id, None)

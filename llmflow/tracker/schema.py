@@ -1,22 +1,30 @@
-"""The run store's SQLite schema and connection setup (WAL, exact Decimal sums).
+"""The run store's schema (one text for SQLite and PostgreSQL) and how a store is opened.
 
-Money is stored as TEXT decimal strings and summed with the ``dsum`` aggregate this
-module registers, so no amount ever passes through a float. Timestamps are UTC ISO
-8601 strings of fixed width, so they compare correctly as text.
+Money is stored exactly: TEXT decimal strings summed with the ``dsum`` aggregate this
+module registers on SQLite, ``NUMERIC`` summed by ``sum`` on PostgreSQL (see
+:mod:`llmflow.tracker.db`); no amount ever passes through a float. Timestamps are UTC
+ISO 8601 strings of fixed width, so they compare correctly as text.
 
 Tables
-    meta        key/value, holds ``schema_version`` (older stores are upgraded on open:
-                :mod:`llmflow.tracker.migrations`)
-    runs        one row per run id (pipeline, policy, plan fingerprint and totals,
-                status, per-run budget limit, money possibly spent but unrecorded)
-    run_tags    the run's tag labels (key, value), for per-tag period budgets
-    steps       the plan of each step of a run: planned requests and costs
-    requests    one row per request key: state, model/tier/mode, last usage and
-                output; ``reserved_usd`` is the upper bound reserved at dispatch
-    usage       the ledger: one row per billed response (append-only); spend of a
-                run, a day or a month is a ``dsum`` over it
-    batches     submitted batches, polled on resume until ended
-    alerts      budget alerts fired, at most one per limit name per run
+    meta             key/value, holds ``schema_version`` (older stores are upgraded on
+                     open: :mod:`llmflow.tracker.migrations`)
+    runs             one row per run id (pipeline, policy, plan fingerprint and totals,
+                     status, per-run budget limit, money possibly spent but unrecorded,
+                     and why the run stopped, shared by every worker of the run)
+    run_tags         the run's tag labels (key, value), for per-tag period budgets
+    steps            the plan of each step of a run: planned requests and costs
+    requests         one row per request key: state, model/tier/mode, last usage and
+                     output; ``reserved_usd`` is the upper bound reserved at dispatch,
+                     ``reserved_on`` the UTC day whose budget counters hold it, and
+                     ``worker_id`` the worker that claimed it
+    usage            the ledger: one row per billed response (append-only)
+    budget_counters  the budget's authority: spent, reserved (in flight) and unrecorded
+                     money per scope (a run; a day or month of a pipeline or of a tag
+                     label). Every reservation is a check-and-update of these rows in
+                     one transaction (:mod:`llmflow.tracker.store_budget`)
+    batches          batches, from the intent to create one (``creating``) to ended
+    workers          processes working on a run, each with a lease it renews
+    alerts           budget alerts fired, at most one per limit name per run
 
 ``requests`` and ``usage`` record a response's tokens by billing category plus
 ``thinking_tokens`` (the part of ``output_tokens`` spent thinking, not billed apart),
@@ -31,9 +39,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from llmflow.catalog import ZERO, format_usd
+from llmflow.tracker.db import Cursor, Database, Dialect, PostgresDatabase, SqliteDatabase
 from llmflow.tracker.migrations import upgrade
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -48,15 +57,17 @@ CREATE TABLE IF NOT EXISTS runs (
     policy_path        TEXT,
     plan_hash          TEXT,
     status             TEXT NOT NULL CHECK (status IN
-        ('running','succeeded','partial','budget_stopped','failed','interrupted')),
+        ('running','succeeded','partial','budget_stopped','failed','interrupted','pending')),
     started_at         TEXT NOT NULL,
     ended_at           TEXT,
     sessions           INTEGER NOT NULL DEFAULT 1,
-    budget_limit       TEXT,
-    plan_cost_expected TEXT,
-    plan_cost_max      TEXT,
-    plan_cost_baseline TEXT,
-    unrecorded_usd     TEXT NOT NULL DEFAULT '0'
+    budget_limit       {money},
+    plan_cost_expected {money},
+    plan_cost_max      {money},
+    plan_cost_baseline {money},
+    unrecorded_usd     {money} NOT NULL DEFAULT '0',
+    stop_reason        TEXT,
+    stop_detail        TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_pipeline ON runs (pipeline, started_at);
 CREATE TABLE IF NOT EXISTS run_tags (
@@ -74,8 +85,8 @@ CREATE TABLE IF NOT EXISTS steps (
     model              TEXT,
     tier               TEXT,
     mode               TEXT,
-    plan_cost_expected TEXT,
-    plan_cost_max      TEXT,
+    plan_cost_expected {money},
+    plan_cost_max      {money},
     PRIMARY KEY (run_id, step_id)
 );
 CREATE TABLE IF NOT EXISTS requests (
@@ -90,7 +101,7 @@ CREATE TABLE IF NOT EXISTS requests (
     tier           TEXT,
     mode           TEXT CHECK (mode IS NULL OR mode IN ('sync','batch')),
     batch_id       TEXT,
-    reserved_usd   TEXT,
+    reserved_usd   {money},
     request_id     TEXT,
     service_tier   TEXT,
     input_tokens   INTEGER NOT NULL DEFAULT 0,
@@ -98,7 +109,7 @@ CREATE TABLE IF NOT EXISTS requests (
     cache_write_1h INTEGER NOT NULL DEFAULT 0,
     cache_read     INTEGER NOT NULL DEFAULT 0,
     output_tokens  INTEGER NOT NULL DEFAULT 0,
-    cost_usd       TEXT NOT NULL DEFAULT '0',
+    cost_usd       {money} NOT NULL DEFAULT '0',
     stop_reason    TEXT,
     error          TEXT,
     output_json    TEXT,
@@ -107,12 +118,14 @@ CREATE TABLE IF NOT EXISTS requests (
     thinking_tokens INTEGER NOT NULL DEFAULT 0,
     speed          TEXT,
     inference_geo  TEXT,
+    worker_id      TEXT,
+    reserved_on    TEXT,
     PRIMARY KEY (run_id, key)
 );
 CREATE INDEX IF NOT EXISTS requests_step ON requests (run_id, step_id, item_index);
 CREATE INDEX IF NOT EXISTS requests_batch ON requests (run_id, batch_id);
 CREATE TABLE IF NOT EXISTS usage (
-    id             INTEGER PRIMARY KEY,
+    id             {serial},
     run_id         TEXT NOT NULL REFERENCES runs (run_id),
     step_id        TEXT NOT NULL,
     key            TEXT NOT NULL,
@@ -128,7 +141,7 @@ CREATE TABLE IF NOT EXISTS usage (
     cache_write_1h INTEGER NOT NULL,
     cache_read     INTEGER NOT NULL,
     output_tokens  INTEGER NOT NULL,
-    cost_usd       TEXT NOT NULL,
+    cost_usd       {money} NOT NULL,
     recorded_at    TEXT NOT NULL,
     thinking_tokens INTEGER NOT NULL DEFAULT 0,
     speed          TEXT,
@@ -144,18 +157,50 @@ CREATE TABLE IF NOT EXISTS batches (
     submitted_at TEXT NOT NULL,
     ended_at     TEXT,
     request_keys TEXT NOT NULL,
+    requests     INTEGER NOT NULL DEFAULT 0,
+    worker_id    TEXT,
     PRIMARY KEY (run_id, batch_id)
 );
 CREATE TABLE IF NOT EXISTS alerts (
     run_id     TEXT NOT NULL REFERENCES runs (run_id),
     limit_name TEXT NOT NULL,
-    limit_usd  TEXT NOT NULL,
-    threshold  TEXT NOT NULL,
-    spent_usd  TEXT NOT NULL,
+    limit_usd  {money} NOT NULL,
+    threshold  {money} NOT NULL,
+    spent_usd  {money} NOT NULL,
     at         TEXT NOT NULL,
     PRIMARY KEY (run_id, limit_name)
 );
+CREATE TABLE IF NOT EXISTS budget_counters (
+    scope      TEXT PRIMARY KEY,
+    spent      {money} NOT NULL DEFAULT '0',
+    reserved   {money} NOT NULL DEFAULT '0',
+    unrecorded {money} NOT NULL DEFAULT '0'
+);
+CREATE TABLE IF NOT EXISTS workers (
+    run_id      TEXT NOT NULL REFERENCES runs (run_id),
+    worker_id   TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    started_at  TEXT NOT NULL,
+    lease_until TEXT NOT NULL,
+    ended_at    TEXT,
+    PRIMARY KEY (run_id, worker_id)
+);
+CREATE INDEX IF NOT EXISTS requests_claim ON requests (run_id, step_id, status, worker_id);
 """
+
+
+#: What the DDL's placeholders become in each dialect.
+TYPES: dict[Dialect, dict[str, str]] = {
+    "sqlite": {"money": "TEXT", "serial": "INTEGER PRIMARY KEY"},
+    "postgresql": {"money": "NUMERIC", "serial": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"},
+}
+
+
+def ddl(dialect: Dialect) -> list[str]:
+    """The schema's statements in ``dialect``."""
+    text = DDL.format(**TYPES[dialect])
+    return [statement.strip() for statement in text.split(";") if statement.strip()]
 
 
 class _DecimalSum:
@@ -192,7 +237,7 @@ def to_decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+def connect_sqlite(path: Path, *, busy_timeout_ms: int = 10_000) -> SqliteDatabase:
     """Open (creating if needed) the database at ``path`` in WAL mode, schema current.
 
     A store of an older schema version is upgraded in the same transaction that
@@ -208,29 +253,51 @@ def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise ValueError(f"cannot enable WAL journal mode on {path} (got {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
         conn.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
-        conn.execute("BEGIN IMMEDIATE")
-        _apply_schema(conn, str(path))
-        conn.execute("COMMIT")
+        db = SqliteDatabase(conn, str(path))
+        # Foreign keys are enforced once the schema is current: an upgrade may rebuild
+        # a table (and checks the keys itself before it commits).
+        with db.transaction() as c:
+            _apply_schema(c, db)
+        conn.execute("PRAGMA foreign_keys = ON")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
         conn.close()
         raise
-    return conn
+    return db
 
 
-def _apply_schema(conn: sqlite3.Connection, where: str) -> None:
+def connect_postgres(url: str) -> PostgresDatabase:
+    """Connect to the PostgreSQL store at ``url``, creating or upgrading its schema.
+
+    Concurrent first opens are serialised by a transaction-level advisory lock, so
+    64 processes starting at once create the schema once.
+    """
+    db = PostgresDatabase.connect(url)
+    try:
+        with db.transaction() as c:
+            c.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+            _apply_schema(c, db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+#: The advisory lock key that serialises schema changes on PostgreSQL.
+SCHEMA_LOCK = 0x6C6C6D66  # "llmf"
+
+
+def _apply_schema(c: Cursor, db: Database) -> None:
     """Create a new store at the current version, or upgrade an existing one to it."""
-    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
-        conn.execute(
+        for statement in ddl(db.dialect):
+            c.execute(statement)
+        c.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
-    else:
-        upgrade(conn, int(row[0]), SCHEMA_VERSION, where=where)
-    for statement in DDL.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+        return
+    upgrade(c, db, int(row[0]), SCHEMA_VERSION)
+    for statement in ddl(db.dialect):
+        c.execute(statement)

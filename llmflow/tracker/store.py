@@ -1,13 +1,19 @@
-"""The run store: SQLite (WAL) at ``<state_dir>/llmflow.db``, one directory per run.
+"""The run store: SQLite (WAL) at ``<dir>/llmflow.db``, or a PostgreSQL database.
+
+``RunStore.open(dir)`` opens the embedded store; ``RunStore.open("postgresql://...")``
+a shared one, which any number of processes on any number of machines use together:
+same schema, same SQL, same semantics (:mod:`llmflow.tracker.db`).
 
 Every write is one transaction committed before the method returns, so what the
 executor decides next is based on durable state: a process killed at any moment
 loses at most the responses that were in flight, and a resumed run never sends a
-request that already succeeded. Run directories (``<state_dir>/runs/<run_id>/``) hold
-``outputs/<step_id>.jsonl`` (rebuilt from the database in item order), ``summary.json``
-and a ``lock`` file that one process holds (``flock``) while it runs the run.
+request that already succeeded. Run directories (``<dir>/runs/<run_id>/``; for a
+PostgreSQL store under ``runs_dir``, default ``.llmflow``) hold
+``outputs/<step_id>.jsonl`` (rebuilt from the database in item order) and
+``summary.json``. On SQLite one process runs a run, holding a ``lock`` file there
+(``flock``); on PostgreSQL several workers may share it (:mod:`llmflow.tracker.workers`).
 
-All methods are thread-safe; none blocks on the network.
+All methods are thread-safe; none blocks on the network (but PostgreSQL's).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import structlog
 from llmflow.catalog import ModelInfo, TokenUsage
 from llmflow.errors import RunStoreError
 from llmflow.tracker import schema
+from llmflow.tracker.db import Cursor, Database, is_url, redact
 from llmflow.tracker.records import (
     FinalStatus,
     Mode,
@@ -37,6 +44,8 @@ from llmflow.tracker.records import (
 )
 from llmflow.tracker.schema import money, to_decimal
 from llmflow.tracker.store_queries import USAGE_SUMS, QueriesMixin
+from llmflow.tracker.store_budget import Counters, RunScopes
+from llmflow.tracker.store_ops import add_unrecorded
 from llmflow.tracker.store_requests import RequestsMixin, token_usage
 from llmflow.tracker.summary import RunSummary, build_summary
 
@@ -80,25 +89,44 @@ class LedgerEntry:
 class RunStore(RequestsMixin, QueriesMixin):
     """Persistent state of every run under one state directory."""
 
+    def __init__(self, runs_dir: Path, db: Database, clock: Callable[[], datetime]) -> None:
+        super().__init__(runs_dir, db, clock)
+        self._run_locks: dict[str, int] = {}
+        self._scopes = {}
+
     @classmethod
     def open(
-        cls, state_dir: str | os.PathLike[str], *, clock: Callable[[], datetime] | None = None
+        cls,
+        store: str | os.PathLike[str],
+        *,
+        clock: Callable[[], datetime] | None = None,
+        runs_dir: str | os.PathLike[str] | None = None,
     ) -> RunStore:
-        """Open (creating if needed) the store under ``state_dir``."""
-        root = Path(state_dir)
+        """Open (creating if needed) the store: a directory, or a ``postgresql://`` URL.
+
+        ``runs_dir`` is where a PostgreSQL store's run directories go (default
+        ``.llmflow``); a SQLite store keeps them beside its database.
+        """
+        now = clock or (lambda: datetime.now(UTC))
+        if isinstance(store, str) and is_url(store):
+            try:
+                db: Database = schema.connect_postgres(store)
+            except ValueError as exc:
+                raise RunStoreError(f"cannot open run store {redact(store)}: {exc}") from exc
+            return cls(Path(runs_dir or ".llmflow"), db, now)
+        root = Path(store)
         try:
             (root / "runs").mkdir(parents=True, exist_ok=True)
-            conn = schema.connect(root / DB_NAME)
-        except (OSError, sqlite3.Error, ValueError) as exc:
+            db = schema.connect_sqlite(root / DB_NAME)
+        except (OSError, sqlite3.Error, ValueError, RunStoreError) as exc:
             raise RunStoreError(f"cannot open run store {root / DB_NAME}: {exc}") from exc
-        return cls(root, conn, clock or (lambda: datetime.now(UTC)))
+        return cls(root, db, now)
 
     def close(self) -> None:
         """Release run locks and close the database."""
-        with self._lock:
-            for run_id in list(self._run_locks):
-                self._unlock(run_id)
-            self._conn.close()
+        for run_id in list(self._run_locks):
+            self._unlock(run_id)
+        self._db.close()
 
     def __enter__(self) -> RunStore:
         return self
@@ -107,7 +135,7 @@ class RunStore(RequestsMixin, QueriesMixin):
         self.close()
 
     def _lock_run(self, run_id: str) -> None:
-        if run_id in self._run_locks or fcntl is None:
+        if run_id in self._run_locks or fcntl is None or self.shared:
             return
         path = self.run_dir(run_id) / "lock"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +144,10 @@ class RunStore(RequestsMixin, QueriesMixin):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            raise RunStoreError(f"run {run_id} is being run by another process") from exc
+            raise RunStoreError(
+                f"run {run_id} is being run by another process on this SQLite store; one"
+                " process runs a run here (a postgresql:// store lets several workers share it)"
+            ) from exc
         self._run_locks[run_id] = fd
 
     def _unlock(self, run_id: str) -> None:
@@ -172,35 +203,11 @@ class RunStore(RequestsMixin, QueriesMixin):
         if run.plan_hash and info.plan_hash and run.plan_hash != info.plan_hash:
             _log.warning("run.plan_changed", run_id=run_id, old=run.plan_hash, new=info.plan_hash)
         try:
-            with self._tx() as c:
-                lost = c.execute(
-                    "SELECT count(*), dsum(reserved_usd) FROM requests WHERE run_id = ?"
-                    " AND status = 'in_flight' AND batch_id IS NULL",
-                    (run_id,),
-                ).fetchone()
-                c.execute(
-                    "UPDATE requests SET status = 'pending' WHERE run_id = ?"
-                    " AND status = 'in_flight' AND batch_id IS NULL",
-                    (run_id,),
-                )
-                unrecorded = run.unrecorded_usd + Decimal(lost[1] or "0")
-                c.execute(
-                    "UPDATE runs SET status = 'running', ended_at = NULL,"
-                    " sessions = sessions + 1, policy = ?, policy_path = ?,"
-                    " plan_hash = coalesce(?, plan_hash), unrecorded_usd = ?,"
-                    " budget_limit = coalesce(?, budget_limit),"
-                    " plan_cost_expected = coalesce(?, plan_cost_expected),"
-                    " plan_cost_max = coalesce(?, plan_cost_max),"
-                    " plan_cost_baseline = coalesce(?, plan_cost_baseline) WHERE run_id = ?",
-                    (info.policy, info.policy_path, info.plan_hash, money(unrecorded),
-                     money(info.budget_limit), money(info.plan_cost_expected),
-                     money(info.plan_cost_max), money(info.plan_cost_baseline), run_id),
-                )  # fmt: skip
-                self._write_steps(c, run_id, info)
+            lost = self.commit([_ResumeOp(run_id, self.scopes_of(run_id), info, self.shared)])[0]
         except BaseException:
             self._unlock(run_id)
             raise
-        _log.info("run.resumed", run_id=run_id, lost_in_flight=lost[0], sessions=run.sessions + 1)
+        _log.info("run.resumed", run_id=run_id, lost_in_flight=lost, sessions=run.sessions + 1)
         return self.get_run(run_id)
 
     def open_run(self, run_id: str, info: RunInfo) -> tuple[RunRecord, bool]:
@@ -210,7 +217,7 @@ class RunStore(RequestsMixin, QueriesMixin):
         return self.resume_run(run_id, info), True
 
     @staticmethod
-    def _write_steps(c: sqlite3.Connection, run_id: str, info: RunInfo) -> None:
+    def _write_steps(c: Cursor, run_id: str, info: RunInfo) -> None:
         for position, step in enumerate(info.steps):
             check_step_id(step.step_id)
             c.execute(
@@ -233,8 +240,7 @@ class RunStore(RequestsMixin, QueriesMixin):
             )
         for step_id in self.step_ids(run_id):
             self.write_outputs(run_id, step_id)
-        with self._lock:
-            self._unlock(run_id)
+        self._unlock(run_id)
         _log.info("run.finished", run_id=run_id, status=status)
         return self.get_run(run_id)
 
@@ -261,7 +267,7 @@ class RunStore(RequestsMixin, QueriesMixin):
         return next(iter(self.list_runs(limit=1)), None)
 
     def _runs(self, sql: str, args: tuple[Any, ...]) -> list[RunRecord]:
-        def query(c: sqlite3.Connection) -> list[RunRecord]:
+        def query(c: Cursor) -> list[RunRecord]:
             cursor = c.execute(sql, args)
             cols = [d[0] for d in cursor.description]
             rows = [dict(zip(cols, row, strict=True)) for row in cursor.fetchall()]
@@ -300,8 +306,10 @@ class RunStore(RequestsMixin, QueriesMixin):
         """The usage ledger of the run summed per (step, tier, model, mode)."""
         rows = self._read(
             lambda c: c.execute(
-                "SELECT step_id, tier, model, mode, count(*), sum(cache_read > 0),"
-                f" sum(cache_write_5m + cache_write_1h > 0), {USAGE_SUMS}, dsum(cost_usd)"
+                "SELECT step_id, tier, model, mode, count(*),"
+                " sum(CASE WHEN cache_read > 0 THEN 1 ELSE 0 END),"
+                " sum(CASE WHEN cache_write_5m + cache_write_1h > 0 THEN 1 ELSE 0 END),"
+                f" {USAGE_SUMS}, dsum(cost_usd)"
                 " FROM usage WHERE run_id = ? GROUP BY step_id, tier, model, mode"
                 " ORDER BY step_id, min(id)",
                 (run_id,),
@@ -362,3 +370,50 @@ def _run_record(r: dict[str, Any], tags: dict[str, str]) -> RunRecord:
         plan_cost_baseline=to_decimal(r["plan_cost_baseline"]),
         unrecorded_usd=Decimal(r["unrecorded_usd"]),
     )  # fmt: skip
+
+
+class _ResumeOp:
+    """Reopen a run: requests left in flight by dead workers (every sync one on SQLite,
+    whose run lock proves no one else runs it; on PostgreSQL those of workers whose
+    lease expired) go back to pending, their reservations to ``unrecorded``."""
+
+    def __init__(self, run_id: str, scopes: RunScopes, info: RunInfo, shared: bool) -> None:
+        self.run_id, self.scopes, self.info, self.shared = run_id, scopes, info, shared
+
+    def scope_keys(self, day: str) -> list[str]:
+        return self.scopes.keys(day)
+
+    def apply(self, c: Cursor, counters: Counters, day: str, now: str) -> int:
+        run_id = self.run_id
+        dead = "" if not self.shared else (
+            " AND (worker_id IS NULL OR worker_id NOT IN (SELECT worker_id FROM workers"
+            " WHERE run_id = ? AND ended_at IS NULL AND lease_until >= ?))"
+        )  # fmt: skip
+        args: tuple[str, ...] = (run_id,) if not self.shared else (run_id, run_id, now)
+        where = " WHERE run_id = ? AND status = 'in_flight' AND batch_id IS NULL" + dead
+        lost = c.execute(
+            "SELECT coalesce(reserved_on, ''), reserved_usd FROM requests" + where, args
+        ).fetchall()
+        c.execute("UPDATE requests SET status = 'pending', worker_id = NULL" + where, args)
+        total = Decimal(0)
+        for on, amount in lost:
+            amount = Decimal(amount or "0")
+            counters.add(self.scopes.keys(on or day), reserved=-amount, unrecorded=amount)
+            total += amount
+        if total:
+            add_unrecorded(c, run_id, total)
+        info = self.info
+        c.execute(
+            "UPDATE runs SET status = 'running', ended_at = NULL, stop_reason = NULL,"
+            " stop_detail = NULL, sessions = sessions + 1, policy = ?, policy_path = ?,"
+            " plan_hash = coalesce(?, plan_hash),"
+            " budget_limit = coalesce(?, budget_limit),"
+            " plan_cost_expected = coalesce(?, plan_cost_expected),"
+            " plan_cost_max = coalesce(?, plan_cost_max),"
+            " plan_cost_baseline = coalesce(?, plan_cost_baseline) WHERE run_id = ?",
+            (info.policy, info.policy_path, info.plan_hash, money(info.budget_limit),
+             money(info.plan_cost_expected), money(info.plan_cost_max),
+             money(info.plan_cost_baseline), run_id),
+        )  # fmt: skip
+        RunStore._write_steps(c, run_id, info)
+        return len(lost)

@@ -1,33 +1,53 @@
-"""Plumbing shared by the run store's parts: connection, lock, transactions, clock."""
+"""Plumbing shared by the run store's parts: the database, transactions, the clock."""
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+import structlog
+
 from llmflow.errors import RunStoreError
+from llmflow.tracker.db import Cursor, Database
 from llmflow.tracker.records import check_run_id
 from llmflow.tracker.schema import timestamp
 
 _T = TypeVar("_T")
+_log = structlog.get_logger("llmflow.tracker.store")
+
+#: How often a write that lost a deadlock or serialisation race is tried again.
+WRITE_ATTEMPTS = 8
 
 
 class StoreBase:
-    """One SQLite connection behind a re-entrant lock; every write is one transaction."""
+    """One database (SQLite or PostgreSQL); every write is one transaction.
 
-    def __init__(
-        self, state_dir: Path, conn: sqlite3.Connection, clock: Callable[[], datetime]
-    ) -> None:
-        self.state_dir = state_dir
-        self._conn = conn
+    ``runs_dir`` holds each run's directory (outputs JSONL, ``summary.json``): the
+    store's own directory for SQLite, a local directory for a PostgreSQL store.
+    """
+
+    def __init__(self, runs_dir: Path, db: Database, clock: Callable[[], datetime]) -> None:
+        self.state_dir = runs_dir
+        self._db = db
         self._clock = clock
-        self._lock = threading.RLock()
-        self._run_locks: dict[str, int] = {}
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    @property
+    def location(self) -> str:
+        """Where the store is: a database path, or a URL without its password."""
+        return self._db.location
+
+    @property
+    def shared(self) -> bool:
+        """Whether several workers can run one run (PostgreSQL)."""
+        return self._db.dialect == "postgresql"
 
     def run_dir(self, run_id: str) -> Path:
         return self.state_dir / "runs" / check_run_id(run_id)
@@ -41,22 +61,29 @@ class StoreBase:
         return timestamp(self._clock())
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._conn
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise RunStoreError(f"run store write failed: {exc}") from exc
+    def _tx(self) -> Iterator[Cursor]:
+        with self._db.transaction() as c:
+            yield c
 
-    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._lock:
+    def _write(self, fn: Callable[[Cursor], _T]) -> _T:
+        """Run ``fn`` in one transaction, again if it lost a deadlock or serialisation
+        race to another writer (``fn`` must do nothing but database work)."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                return fn(self._conn)
-            except sqlite3.Error as exc:
-                raise RunStoreError(f"run store read failed: {exc}") from exc
+                with self._db.transaction() as c:
+                    return fn(c)
+            except RunStoreError as exc:
+                if attempt == WRITE_ATTEMPTS or not _transient(exc):
+                    raise
+                _log.info("store.write_retry", attempt=attempt, error=str(exc.__cause__))
+                time.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, fn: Callable[[Cursor], _T]) -> _T:
+        with self._db.reading() as c:
+            return fn(c)
+
+
+def _transient(exc: RunStoreError) -> bool:
+    """A PostgreSQL deadlock or serialisation failure (SQLSTATE 40P01, 40001)."""
+    return getattr(exc.__cause__, "sqlstate", None) in ("40P01", "40001")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 from llmflow.catalog import ZERO, TokenUsage
+from llmflow.tracker.db import Cursor
 from llmflow.tracker.records import JsonValue, OutputRecord, StepTotals, check_step_id
 from llmflow.tracker.schema import timestamp, to_decimal
 from llmflow.tracker.store_base import StoreBase
@@ -132,7 +132,7 @@ class QueriesMixin(StoreBase):
     def step_totals(self, run_id: str) -> list[StepTotals]:
         """Per step: planned and seen requests, outcome counts, usage and cost."""
 
-        def query(c: sqlite3.Connection) -> list[StepTotals]:
+        def query(c: Cursor) -> list[StepTotals]:
             plans = {
                 s: (n, to_decimal(e), to_decimal(m))
                 for s, n, e, m in c.execute(

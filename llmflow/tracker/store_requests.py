@@ -7,33 +7,38 @@ and a succeeded key can never be dispatched again (it would be paid twice).
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
+from typing import Any
 
 from llmflow.catalog import TokenUsage
 from llmflow.errors import RunStoreError
 from llmflow.tracker import schema
 from llmflow.tracker.budget import BudgetAlert
-from llmflow.tracker.records import (
-    BatchRecord,
-    JsonValue,
-    Mode,
-    Response,
-    check_key,
-    check_step_id,
-)
+from llmflow.tracker.db import Cursor
+from llmflow.tracker.records import BatchRecord, Mode, Response, check_key, check_step_id
 from llmflow.tracker.schema import money, timestamp
 from llmflow.tracker.store_base import StoreBase
-
-#: Token columns of ``requests`` and ``usage``, in :class:`TokenUsage` field order.
-USAGE_COLS = (
-    "input_tokens, cache_write_5m, cache_write_1h, cache_read, output_tokens, thinking_tokens"
+from llmflow.tracker.store_budget import Counters, RunScopes, day_key
+from llmflow.tracker.store_ops import (
+    USAGE_COLS,
+    BatchIntentOp,
+    Dispatch,
+    Failure,
+    RecordOp,
+    Recorded,
+    ReserveOp,
+    StoreOp,
+    add_unrecorded,
 )
+
+__all__ = ["USAGE_COLS", "RequestsMixin", "token_usage", "token_values"]
 
 
 class RequestsMixin(StoreBase):
     """Requests, the usage ledger, alerts and batches."""
+
+    _scopes: dict[str, RunScopes]
 
     # -- requests --------------------------------------------------------------
 
@@ -53,13 +58,15 @@ class RequestsMixin(StoreBase):
 
     def add_unrecorded(self, run_id: str, amount: Decimal) -> None:
         """Count money that may have been billed without a recorded response (an
-        ambiguous failure such as a timeout after sending); the run budget counts it."""
-        with self._tx() as c:
-            row = c.execute(
-                "SELECT unrecorded_usd FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            total = Decimal(row[0] or "0") + amount
-            c.execute("UPDATE runs SET unrecorded_usd = ? WHERE run_id = ?", (money(total), run_id))
+        ambiguous failure such as a timeout after sending): the run's ``unrecorded_usd``
+        and its budget scopes' ``unrecorded`` both count it."""
+        scopes = self.scopes_of(run_id)
+
+        def write(c: Cursor, counters: Counters, day: str, now: str) -> None:
+            counters.add(scopes.keys(day), unrecorded=amount)
+            add_unrecorded(c, run_id, amount)
+
+        self.commit([_Op(scopes, write)])
 
     def mark_dispatched(
         self,
@@ -73,17 +80,15 @@ class RequestsMixin(StoreBase):
         mode: Mode,
         reserved: Decimal,
     ) -> None:
-        """Record that a sync request is about to be sent with ``reserved`` set aside."""
+        """Record that a sync request is about to be sent with ``reserved`` set aside
+        (no limit checked: :class:`~llmflow.tracker.Tracker` checks them)."""
         check_key(key)
-        with self._tx() as c:
-            self._upsert_request(c, run_id, step_id, key, item_index)
-            self._refuse_finished(c, run_id, [key])
-            c.execute(
-                "UPDATE requests SET status = 'in_flight', attempts = attempts + 1, model = ?,"
-                " tier = ?, mode = ?, batch_id = NULL, reserved_usd = ?, dispatched_at = ?,"
-                " error = NULL WHERE run_id = ? AND key = ?",
-                (model, tier, mode, money(reserved), self._now(), run_id, key),
-            )
+        check_step_id(step_id)
+        op = ReserveOp(
+            run_id, self.scopes_of(run_id), (), [Dispatch(step_id, key, item_index, reserved)],
+            model, tier, mode, force=True,
+        )  # fmt: skip
+        self.commit([op])
 
     def record_success(
         self, run_id: str, response: Response, *, alerts: Iterable[BudgetAlert] = ()
@@ -110,33 +115,13 @@ class RequestsMixin(StoreBase):
         """
         for r in responses:
             check_key(r.key)
-        now = self._now()
-        recorded: set[str] = set()
-        with self._tx() as c:
-            for r in responses:
-                self._upsert_request(c, run_id, r.step_id, r.key, r.item_index)
-                status = c.execute(
-                    "SELECT status FROM requests WHERE run_id = ? AND key = ?", (run_id, r.key)
-                ).fetchone()[0]
-                if status == "succeeded":
-                    continue
-                self._insert_usage(c, run_id, r, now)
-                c.execute(
-                    "UPDATE requests SET status = 'succeeded', model = ?, tier = ?, mode = ?,"
-                    " request_id = ?, service_tier = ?, speed = ?, inference_geo = ?,"
-                    " input_tokens = ?, cache_write_5m = ?, cache_write_1h = ?, cache_read = ?,"
-                    " output_tokens = ?, thinking_tokens = ?, cost_usd = ?, stop_reason = ?,"
-                    " error = NULL, output_json = ?, completed_at = ?,"
-                    " attempts = max(attempts, 1) WHERE run_id = ? AND key = ?",
-                    (r.model, r.tier, r.mode, r.request_id, r.service_tier, r.speed,
-                     r.inference_geo, *token_values(r.usage), money(r.cost), r.stop_reason,
-                     _dump(r.output), now, run_id, r.key),
-                )  # fmt: skip
-                recorded.add(r.key)
-            for step_id, item_index, key, error in failed:
-                self._fail(c, run_id, step_id, key, item_index, "failed", error, now)
-            self._insert_alerts(c, run_id, alerts)
-        return recorded
+        op = RecordOp(
+            run_id, self.scopes_of(run_id), [(r, None) for r in responses],
+            [Failure(s, k, i, e, None) for s, i, k, e in failed],
+        )  # fmt: skip
+        recorded: Recorded = self.commit([op])[0]
+        self.record_alerts(run_id, alerts)
+        return set(recorded.recorded)
 
     def record_failure(
         self,
@@ -154,87 +139,58 @@ class RequestsMixin(StoreBase):
         if status not in ("failed", "skipped"):
             raise ValueError(f"a failure's status is failed or skipped, not {status!r}")
         check_key(key)
-        now = self._now()
-        with self._tx() as c:
-            if billed is not None:
-                self._upsert_request(c, run_id, step_id, key, item_index)
-                self._insert_usage(c, run_id, billed, now)
-            self._fail(c, run_id, step_id, key, item_index, status, error, now)
-            self._insert_alerts(c, run_id, alerts)
+        failure = Failure(step_id, key, item_index, error, None, status, billed)
+        self.commit([RecordOp(run_id, self.scopes_of(run_id), failures=[failure])])
+        self.record_alerts(run_id, alerts)
 
     def record_alerts(self, run_id: str, alerts: Iterable[BudgetAlert]) -> None:
         """Commit alerts (one per limit name per run; repeats are ignored)."""
+        rows = [
+            (run_id, a.limit_name, money(a.limit), money(a.threshold), money(a.spent),
+             timestamp(a.at)) for a in alerts
+        ]  # fmt: skip
+        if not rows:
+            return
         with self._tx() as c:
-            self._insert_alerts(c, run_id, alerts)
-
-    def _fail(
-        self,
-        c: sqlite3.Connection,
-        run_id: str,
-        step_id: str,
-        key: str,
-        item_index: int,
-        status: str,
-        error: str,
-        now: str,
-    ) -> None:
-        self._upsert_request(c, run_id, step_id, key, item_index)
-        c.execute(
-            "UPDATE requests SET status = ?, error = ?, completed_at = ?"
-            " WHERE run_id = ? AND key = ? AND status != 'succeeded'",
-            (status, error[:2000], now, run_id, key),
-        )
-
-    @staticmethod
-    def _upsert_request(
-        c: sqlite3.Connection, run_id: str, step_id: str, key: str, item_index: int
-    ) -> None:
-        check_step_id(step_id)
-        c.execute(
-            "INSERT INTO requests (run_id, key, step_id, item_index, status)"
-            " VALUES (?, ?, ?, ?, 'pending') ON CONFLICT (run_id, key) DO NOTHING",
-            (run_id, key, step_id, item_index),
-        )
-        row = c.execute(
-            "SELECT step_id, item_index FROM requests WHERE run_id = ? AND key = ?", (run_id, key)
-        ).fetchone()
-        if tuple(row) != (step_id, item_index):
-            raise RunStoreError(
-                f"request key {key} is step {row[0]} item {row[1]}, not {step_id} {item_index}"
+            c.executemany(
+                "INSERT INTO alerts (run_id, limit_name, limit_usd, threshold, spent_usd, at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, limit_name) DO NOTHING",
+                rows,
             )
 
-    @staticmethod
-    def _refuse_finished(c: sqlite3.Connection, run_id: str, keys: Sequence[str]) -> None:
-        """Sending a succeeded request again would pay twice: refuse it."""
-        for key in keys:
-            row = c.execute(
-                "SELECT status FROM requests WHERE run_id = ? AND key = ?", (run_id, key)
-            ).fetchone()
-            if row is not None and row[0] == "succeeded":
-                raise RunStoreError(f"request {key} of run {run_id} already succeeded")
+    # -- group commit ----------------------------------------------------------
 
-    @staticmethod
-    def _insert_usage(c: sqlite3.Connection, run_id: str, r: Response, now: str) -> None:
-        attempt = c.execute(
-            "SELECT max(attempts, 1) FROM requests WHERE run_id = ? AND key = ?", (run_id, r.key)
-        ).fetchone()[0]
-        c.execute(
-            "INSERT INTO usage (run_id, step_id, key, item_index, attempt, model, tier, mode,"
-            f" service_tier, speed, inference_geo, request_id, {USAGE_COLS}, cost_usd,"
-            " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, r.step_id, r.key, r.item_index, attempt, r.model, r.tier, r.mode,
-             r.service_tier, r.speed, r.inference_geo, r.request_id, *token_values(r.usage),
-             money(r.cost), now),
-        )  # fmt: skip
+    def commit(self, ops: Sequence[StoreOp]) -> list[Any]:
+        """Run ``ops`` in one transaction: the union of their budget scopes is locked
+        once, each op applied in order, the counters written back; results in order."""
+        moment = self._clock()
+        day, now = day_key(moment), timestamp(moment)
 
-    @staticmethod
-    def _insert_alerts(c: sqlite3.Connection, run_id: str, alerts: Iterable[BudgetAlert]) -> None:
-        c.executemany(
-            "INSERT INTO alerts (run_id, limit_name, limit_usd, threshold, spent_usd, at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, limit_name) DO NOTHING",
-            [(run_id, a.limit_name, money(a.limit), money(a.threshold), money(a.spent),
-              timestamp(a.at)) for a in alerts],
-        )  # fmt: skip
+        def body(c: Cursor) -> list[Any]:
+            counters = Counters.lock(c, self._db, (k for op in ops for k in op.scope_keys(day)))
+            results = [op.apply(c, counters, day, now) for op in ops]
+            counters.save(c)
+            return results
+
+        return self._write(body)
+
+    def scopes_of(self, run_id: str) -> RunScopes:
+        """The budget scopes of a run (its pipeline and tag labels), cached."""
+        cached = self._scopes.get(run_id)
+        if cached is not None:
+            return cached
+
+        def query(c: Cursor) -> RunScopes:
+            row = c.execute("SELECT pipeline FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunStoreError(f"no run {run_id!r} in {self.location}")
+            tags = c.execute(
+                "SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key", (run_id,)
+            ).fetchall()
+            return RunScopes(run_id, row[0], tuple((k, v) for k, v in tags))
+
+        scopes = self._scopes[run_id] = self._read(query)
+        return scopes
 
     def alerts(self, run_id: str) -> list[BudgetAlert]:
         """Alerts of the run (every session), in firing order."""
@@ -262,25 +218,38 @@ class RequestsMixin(StoreBase):
         model: str,
         tier: str | None,
     ) -> None:
-        """Commit a submitted batch: its requests ``(key, item_index, reserved)`` go in flight."""
-        keys = [check_key(k) for k, _, _ in requests]
-        now = self._now()
+        """Commit a submitted batch: its requests ``(key, item_index, reserved)`` go in
+        flight (no limit checked: the tracker reserves through :class:`BatchIntentOp`)."""
+        reserve = ReserveOp(
+            run_id, self.scopes_of(run_id), (),
+            [Dispatch(step_id, check_key(k), i, ub) for k, i, ub in requests],
+            model, tier, "batch", force=True, batch_id=batch_id,
+        )  # fmt: skip
+        self.commit([BatchIntentOp(reserve, step_id, status="in_progress")])
+
+    def batch_created(self, run_id: str, intent_id: str, batch_id: str) -> None:
+        """The API created the batch of intent ``intent_id``: it is known as ``batch_id``."""
         with self._tx() as c:
             c.execute(
-                "INSERT INTO batches (run_id, batch_id, step_id, status, submitted_at,"
-                " request_keys) VALUES (?, ?, ?, 'in_progress', ?, ?)",
-                (run_id, batch_id, step_id, now, json.dumps(keys)),
+                "UPDATE batches SET batch_id = ?, status = 'in_progress'"
+                " WHERE run_id = ? AND batch_id = ?",
+                (batch_id, run_id, intent_id),
             )
-            for key, item_index, _ in requests:
-                self._upsert_request(c, run_id, step_id, key, item_index)
-            self._refuse_finished(c, run_id, keys)
-            for key, _, reserved in requests:
-                c.execute(
-                    "UPDATE requests SET status = 'in_flight', attempts = attempts + 1,"
-                    " model = ?, tier = ?, mode = 'batch', batch_id = ?, reserved_usd = ?,"
-                    " dispatched_at = ?, error = NULL WHERE run_id = ? AND key = ?",
-                    (model, tier, batch_id, money(reserved), now, run_id, key),
-                )
+            c.execute(
+                "UPDATE requests SET batch_id = ? WHERE run_id = ? AND batch_id = ?",
+                (batch_id, run_id, intent_id),
+            )
+
+    def batch_abandoned(self, run_id: str, intent_id: str) -> None:
+        """No batch was created for intent ``intent_id``: forget it; its requests go back
+        to pending (the caller releases their reservations)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE requests SET status = 'pending', batch_id = NULL"
+                " WHERE run_id = ? AND batch_id = ? AND status = 'in_flight'",
+                (run_id, intent_id),
+            )
+            c.execute("DELETE FROM batches WHERE run_id = ? AND batch_id = ?", (run_id, intent_id))
 
     def open_batches(self, run_id: str) -> list[BatchRecord]:
         """Submitted batches not yet marked ended, oldest first (to poll on resume)."""
@@ -376,5 +345,17 @@ def token_usage(values: Sequence[int | None]) -> TokenUsage:
     )
 
 
-def _dump(output: JsonValue) -> str | None:
-    return None if output is None else json.dumps(output, ensure_ascii=False)
+class _Op:
+    """A one-off store operation: a function over the locked counters of ``scopes``."""
+
+    def __init__(
+        self, scopes: RunScopes, fn: Callable[[Cursor, Counters, str, str], Any]
+    ) -> None:
+        self._scopes = scopes
+        self._fn = fn
+
+    def scope_keys(self, day: str) -> Iterable[str]:
+        return self._scopes.keys(day)
+
+    def apply(self, c: Cursor, counters: Counters, day: str, now: str) -> Any:
+        return self._fn(c, counters, day, now)

@@ -72,7 +72,7 @@ def test_an_old_store_is_upgraded_and_its_history_kept(tmp_path: Path) -> None:
         store = RunStore.open(state)
     upgraded = [e for e in logs if e["event"] == "store.schema_upgraded"]
     assert [(e["from_version"], e["to_version"]) for e in upgraded] == [(1, SCHEMA_VERSION)]
-    assert _version(state / DB_NAME) == SCHEMA_VERSION == 2
+    assert _version(state / DB_NAME) == SCHEMA_VERSION == 3
     # what was recorded before still counts, read with the new columns
     assert store.run_spent("old") == D("0.0002")
     [totals] = store.step_totals("old")
@@ -104,8 +104,9 @@ def test_the_upgraded_schema_is_the_new_stores_schema(tmp_path: Path) -> None:
     RunStore.open(tmp_path / "new").close()
     upgraded, fresh = _schema(old / DB_NAME), _schema(tmp_path / "new" / DB_NAME)
     assert upgraded == fresh
-    for table in ("requests", "usage"):
-        assert [c[0] for c in fresh[table][-3:]] == NEW_COLUMNS
+    assert [c[0] for c in fresh["usage"][-3:]] == NEW_COLUMNS
+    assert [c[0] for c in fresh["requests"][-5:]] == [*NEW_COLUMNS, "worker_id", "reserved_on"]
+    assert "budget_counters" in fresh and "workers" in fresh
 
 
 def test_reopening_an_upgraded_store_changes_nothing(tmp_path: Path) -> None:
