@@ -12,18 +12,44 @@ catalog's request rules (:mod:`.refusals`); thinking follows the model's default
 the request's effort (:mod:`.thinking`); caching, automatic caching and cache
 diagnostics behave as the API's (:mod:`.cache`, :mod:`.diagnostics`). Output is
 deterministic for a seed; every billed response lands in a ledger (:mod:`.ledger`).
+
+Limits as the API's: rate-limit headers on every response, enforced as token buckets
+with ``rate_limits`` (:mod:`.ratelimit`); an organisation spend cap over the ledger
+(:mod:`.spendcap`); and a delayed batch-create answer (``batch_create_delay_ms``) to
+test clients that give up while the batch is being created.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmflow.emulator.config import EmulatorConfig, FaultRates, FaultSpecError, parse_faults
+from llmflow.emulator.config import (
+    EmulatorConfig,
+    FaultRates,
+    FaultSpecError,
+    RateLimits,
+    RateLimitSpecError,
+    SpendCapSpecError,
+    parse_faults,
+    parse_rate_limits,
+    parse_spend_cap,
+)
 
 if TYPE_CHECKING:
     from llmflow.emulator.app import create_app
 
-__all__ = ["EmulatorConfig", "FaultRates", "FaultSpecError", "create_app", "parse_faults"]
+__all__ = [
+    "EmulatorConfig",
+    "FaultRates",
+    "FaultSpecError",
+    "RateLimitSpecError",
+    "RateLimits",
+    "SpendCapSpecError",
+    "create_app",
+    "parse_faults",
+    "parse_rate_limits",
+    "parse_spend_cap",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,12 @@
-"""The emulator's Starlette app: routes, auth, request ids, rate-limit headers, faults.
+"""The emulator's Starlette app: routes, auth, request ids, rate limits, spend cap, faults.
 
 Endpoints: ``POST /v1/messages`` (and ``/count_tokens``), Message Batches, the Models
 API, and ``/_emulator/ledger`` and ``/_emulator/reset`` for tests.
+
+``POST /v1/messages`` goes through, in order: the spend cap (:mod:`.spendcap`), an
+injected fault, validation and the model's rules, the rate limits (:mod:`.ratelimit`;
+enforced only with ``rate_limits``), then the engine. A batch create checks the spend
+cap, creates the batch, then waits ``batch_create_delay_ms`` before answering.
 
 ``create_app()`` serves over uvicorn (``llmflow emulator``) and in-process behind
 ``httpx2.ASGITransport`` for ``--backend emulator`` and tests.
@@ -29,10 +34,11 @@ from llmflow.emulator.errors import ApiError, error_bytes, invalid
 from llmflow.emulator.faults import FaultInjector
 from llmflow.emulator.models_api import listed, model_json, parse_lifecycles, retrieve
 from llmflow.emulator.paging import page, page_json, parse_limit
-from llmflow.emulator.ratelimit import RateLimitWindow
+from llmflow.emulator.ratelimit import Admission, RateLimiter, RateLimitWindow
 from llmflow.emulator.refusals import refuse, utc_day
+from llmflow.emulator.spendcap import SpendCap
 from llmflow.emulator.streaming import message_stream
-from llmflow.emulator.validation import parse_request
+from llmflow.emulator.validation import ParsedRequest, parse_request
 
 log = structlog.get_logger("llmflow.emulator")
 
@@ -58,12 +64,55 @@ class EmulatorState:
         self.batches = BatchStore(self.engine, config.batch_seconds)
         self.faults = FaultInjector(config.faults, config.seed, config.retry_after_seconds)
         self.ratelimit = RateLimitWindow(config.requests_per_minute, config.tokens_per_minute)
+        limits = config.rate_limits
+        self.limiter = RateLimiter(limits) if limits is not None else None
+        cap = config.spend_cap_usd
+        self.spend_cap = SpendCap(cap, self.engine.ledger) if cap is not None else None
+        self.batch_create_delay_s = config.batch_create_delay_ms / 1000.0
 
     def reset(self) -> None:
-        """Clear cache, ledger, batches and restart the fault sequence."""
+        """Clear cache, ledger, batches, fill the rate-limit buckets and restart the fault
+        sequence."""
         self.engine.reset()
         self.batches.clear()
         self.faults.reset()
+        if self.limiter is not None:
+            self.limiter.reset()
+
+    def check_spend(self, now: float) -> None:
+        """Refuse new work past the spend cap (batches due by ``now`` billed first)."""
+        if self.spend_cap is not None:
+            self.batches.advance(now)
+            self.spend_cap.check()
+
+    def admit(self, request: ParsedRequest, now: float) -> Admission | None:
+        """Charge the enforced rate limits for ``request``, or raise their 429."""
+        if self.limiter is None:
+            return None
+        cached = self.engine.cache.peek(request, now)
+        uncached = request.total_input_tokens - cached.read
+        return self.limiter.admit(now, uncached, request.max_tokens)
+
+    def count(self, request: ParsedRequest, usage: dict[str, Any], now: float) -> None:
+        """Count a billed request in the reported window (when limits are not enforced)."""
+        if self.limiter is None:
+            self.ratelimit.count(now, request.total_input_tokens, usage["output_tokens"])
+
+    def settle(self, admission: Admission | None, usage: dict[str, Any] | None) -> None:
+        """Correct an admitted request's charge to its ``usage`` (None: it did not run)."""
+        if self.limiter is None or admission is None:
+            return
+        used_in = used_out = 0
+        if usage is not None:
+            used_in = usage["input_tokens"] + usage["cache_creation_input_tokens"]
+            used_out = usage["output_tokens"]
+        self.limiter.settle(admission, self.clock(), used_in, used_out)
+
+    def rate_limit_headers(self, now: float) -> dict[str, str]:
+        """The ``anthropic-ratelimit-*`` headers of a response sent at ``now``."""
+        if self.limiter is not None:
+            return self.limiter.headers(now)
+        return self.ratelimit.headers(now)
 
 
 def _authorized(request: Request) -> bool:
@@ -104,7 +153,7 @@ def _api(state: EmulatorState, handler: Handler) -> Callable[[Request], Awaitabl
             if error.status >= 500 or error.status == 429:
                 log.info("emulator.error", request_id=request_id, error_type=error.error_type)
         extra = [("request-id", request_id)]
-        extra.extend(state.ratelimit.headers(state.clock()).items())
+        extra.extend(state.rate_limit_headers(state.clock()).items())
         response.raw_headers.extend((k.encode(), v.encode()) for k, v in extra)
         return response
 
@@ -123,17 +172,23 @@ class _Handlers:
     async def messages(self, request: Request, request_id: str) -> Response:
         body = await _json_body(request, MAX_MESSAGE_BYTES)
         state = self.state
+        state.check_spend(self.clock())
         fault = state.faults.draw()
         if fault is not None:
             raise fault
         parsed = parse_request(body)
         now = self.clock()
         refuse(parsed, today=utc_day(now))
-        message = self.engine.complete(parsed, now=now, request_id=request_id)
-        usage = message["usage"]
-        state.ratelimit.count(now, parsed.total_input_tokens, usage["output_tokens"])
-        if state.latency_s > 0:
-            await asyncio.sleep(state.latency_s)
+        admission = state.admit(parsed, now)
+        usage: dict[str, Any] | None = None
+        try:
+            message = self.engine.complete(parsed, now=now, request_id=request_id)
+            usage = message["usage"]
+            state.count(parsed, usage, now)
+            if state.latency_s > 0:
+                await asyncio.sleep(state.latency_s)
+        finally:
+            state.settle(admission, usage)
         if parsed.stream:
 
             async def frames() -> AsyncIterator[bytes]:
@@ -149,13 +204,22 @@ class _Handlers:
         parsed = parse_request(await _json_body(request, MAX_MESSAGE_BYTES), count_only=True)
         now = self.clock()
         refuse(parsed, today=utc_day(now), count_only=True)
-        self.state.ratelimit.count(now)
+        if self.state.limiter is None:
+            self.state.ratelimit.count(now)
         return _json({"input_tokens": parsed.total_input_tokens})
 
     async def create_batch(self, request: Request, request_id: str) -> Response:
         body = await _json_body(request, MAX_BATCH_BYTES)
-        batch = self.batches.create(body, self.clock())
-        return _json(batch.to_json(str(request.base_url)))
+        now = self.clock()
+        self.state.check_spend(now)
+        batch = self.batches.create(body, now)
+        created = batch.to_json(str(request.base_url))
+        delay = self.state.batch_create_delay_s
+        if delay > 0:
+            # The batch exists (listed, processed, billed) even if the client gives up now.
+            log.debug("emulator.batch.create_delayed", batch_id=batch.id, delay_s=delay)
+            await asyncio.sleep(delay)
+        return _json(created)
 
     async def list_batches(self, request: Request, request_id: str) -> Response:
         query = request.query_params

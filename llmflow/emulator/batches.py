@@ -7,6 +7,11 @@ billed with ``service_tier: "batch"``. A request whose params are malformed, or 
 the model's rules refuse in a batch (``stream``, ``speed``, ``max_tokens: 0``, and every
 rule of a single request, checked on the day the batch is created), becomes an
 ``errored`` result, never billed and never a failed batch.
+
+Batches are listed newest first with the API's cursors (:mod:`.paging`: ``limit`` 1-1000,
+default 20; ``before_id``, ``after_id``; ``has_more``, ``first_id``, ``last_id``), each with
+``created_at`` and ``request_counts``, so a client that lost a create's answer can find
+the batch by listing and, once ended, by the ``custom_id`` of its results.
 """
 
 from __future__ import annotations
@@ -265,7 +270,7 @@ class BatchStore:
                     counts["succeeded"] += 1
                     continue
             assert error is not None
-            body = error_body(error.error_type, error.message, request_id)
+            body = error_body(error.error_type, error.message, request_id, error.details)
             results.append(
                 {"custom_id": item.custom_id, "result": {"type": "errored", "error": body}}
             )

@@ -18,6 +18,8 @@
   the rest is uncached input.
 * An entry becomes readable when the response that writes it begins (arrival +
   latency), so concurrent cold requests all pay the write. A hit refreshes its TTL.
+* :meth:`PromptCache.peek` tells what a request would read and write, changing
+  nothing (the rate limiter counts input tokens with it before admitting).
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ class CacheUsage:
 
 
 NO_CACHE: Final = CacheUsage()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A lookup's outcome: entry keys per boundary, cacheable breakpoints, every
+    boundary read (the longest last; none: no hit) and the usage it bills."""
+
+    keys: list[tuple[str, bytes, bytes]]
+    cacheable: list[int]
+    hits: list[int]
+    usage: CacheUsage
 
 
 def _canonical(segment: Segment) -> bytes:
@@ -129,11 +142,11 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def apply(self, request: ParsedRequest, now: float, begins_at: float) -> CacheUsage:
-        """Look the request up at ``now``; write what it caches, readable from ``begins_at``."""
+    def _plan(self, request: ParsedRequest, now: float) -> _Plan | None:
+        """Where the request hits and what it would write at ``now``; changes nothing."""
         breakpoints = request.breakpoints
         if not breakpoints:
-            return NO_CACHE
+            return None
         segments = request.segments
         minimum = request.info.min_cacheable_tokens
         cumulative: list[int] = []
@@ -143,38 +156,67 @@ class PromptCache:
             cumulative.append(running)
         cacheable = [b for b in breakpoints if cumulative[b] >= minimum]
         if not cacheable:
-            return NO_CACHE
+            return None
         model = request.info.id
         scope, salt = cache_keys(request)
         hashes = prefix_hashes(segments, cacheable[-1], salt)
-        entries = self._entries
+        keys = [(model, scope, h) for h in hashes]
+        hits = self._hits(keys, cacheable, now)
+        hit = hits[-1] if hits else -1
+        read = cumulative[hit] if hit >= 0 else 0
+        start = read
+        write = {"5m": 0, "1h": 0}
+        for b in cacheable:
+            if b > hit:
+                write[segments[b].ttl or "5m"] += cumulative[b] - start
+                start = cumulative[b]
+        usage = CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
+        return _Plan(keys, cacheable, hits, usage)
 
+    def _hits(
+        self, keys: list[tuple[str, bytes, bytes]], cacheable: list[int], now: float
+    ) -> list[int]:
+        """Each longer hit found looking back from each breakpoint, in order."""
+        hits: list[int] = []
         hit = -1
         for b in cacheable:
             for p in range(b, max(-1, b - LOOKBACK - 1), -1):
                 if p <= hit:
                     break
-                entry = entries.get((model, scope, hashes[p]))
-                if entry is not None and entry.readable_from <= now < entry.expires_at:
+                if self._readable(keys[p], now) is not None:
                     hit = p
-                    entry.expires_at = max(entry.expires_at, begins_at + ttl_seconds(entry.ttl))
+                    hits.append(p)
                     break
+        return hits
 
-        read = cumulative[hit] if hit >= 0 else 0
-        start = read
-        write = {"5m": 0, "1h": 0}
-        for b in cacheable:
-            if b <= hit:
-                # Shorter cached prefixes inside the hit are read too: refresh them.
-                entry = entries.get((model, scope, hashes[b]))
-                if entry is not None and entry.readable_from <= now < entry.expires_at:
-                    entry.expires_at = max(entry.expires_at, begins_at + ttl_seconds(entry.ttl))
-                continue
-            ttl = segments[b].ttl or "5m"
-            write[ttl] += cumulative[b] - start
-            start = cumulative[b]
-            self._store((model, scope, hashes[b]), ttl, now, begins_at)
-        return CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
+    def _readable(self, key: tuple[str, bytes, bytes], now: float) -> CacheEntry | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.readable_from <= now < entry.expires_at:
+            return entry
+        return None
+
+    def peek(self, request: ParsedRequest, now: float) -> CacheUsage:
+        """What :meth:`apply` would bill at ``now``, without reading or writing."""
+        plan = self._plan(request, now)
+        return NO_CACHE if plan is None else plan.usage
+
+    def apply(self, request: ParsedRequest, now: float, begins_at: float) -> CacheUsage:
+        """Look the request up at ``now``; write what it caches, readable from ``begins_at``."""
+        plan = self._plan(request, now)
+        if plan is None:
+            return NO_CACHE
+        hit = plan.hits[-1] if plan.hits else -1
+        # Every hit, and shorter cached prefixes inside the longest, are read: refresh them.
+        read = set(plan.hits).union(b for b in plan.cacheable if b <= hit)
+        for p in sorted(read):
+            entry = self._readable(plan.keys[p], now)
+            if entry is not None:
+                entry.expires_at = max(entry.expires_at, begins_at + ttl_seconds(entry.ttl))
+        segments = request.segments
+        for b in plan.cacheable:
+            if b > hit:
+                self._store(plan.keys[b], segments[b].ttl or "5m", now, begins_at)
+        return plan.usage
 
     def _store(self, key: tuple[str, bytes, bytes], ttl: str, now: float, begins_at: float) -> None:
         expires = begins_at + ttl_seconds(ttl)

@@ -22,13 +22,18 @@ class ApiError(Exception):
     """An error the emulator answers with, shaped like the API's."""
 
     def __init__(
-        self, error_type: str, message: str, headers: dict[str, str] | None = None
+        self,
+        error_type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
         self.status = STATUS[error_type]
         self.headers = headers or {}
+        self.details = details
 
 
 def invalid(message: str) -> ApiError:
@@ -41,15 +46,21 @@ def not_found(message: str) -> ApiError:
     return ApiError("not_found_error", message)
 
 
-def error_body(error_type: str, message: str, request_id: str | None) -> dict[str, Any]:
-    """``{"type": "error", "error": {"type", "message"}, "request_id"}``."""
-    return {
-        "type": "error",
-        "error": {"type": error_type, "message": message},
-        "request_id": request_id,
-    }
+def error_body(
+    error_type: str,
+    message: str,
+    request_id: str | None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``{"type": "error", "error": {"type", "message"[, "details"]}, "request_id"}``;
+    ``details`` (e.g. ``{"error_code": ...}``) only when the error has one."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"type": "error", "error": error, "request_id": request_id}
 
 
 def error_bytes(error: ApiError, request_id: str) -> bytes:
     """The JSON body of ``error`` as the API sends it."""
-    return json.dumps(error_body(error.error_type, error.message, request_id)).encode()
+    body = error_body(error.error_type, error.message, request_id, error.details)
+    return json.dumps(body).encode()

@@ -3,6 +3,7 @@
 Each entry keeps the response's ``usage`` and, beside it, what prices it: the service
 tier (``batch`` halves every category), ``speed`` and ``inference_geo``. Thinking tokens
 are part of ``output_tokens`` (they are billed as output) and are also totalled apart.
+:meth:`Ledger.billed_usd` prices the entries at catalog prices (the spend cap reads it).
 """
 
 from __future__ import annotations
@@ -35,11 +36,22 @@ class Ledger:
     def __init__(self) -> None:
         self._entries: list[dict[str, Any]] = []
         self._totals: dict[str, int] = dict.fromkeys(_TOTAL_KEYS, 0)
+        self._billed = Decimal(0)
+        self._priced = 0
 
     def clear(self) -> None:
         """Forget everything."""
         self._entries.clear()
         self._totals = dict.fromkeys(_TOTAL_KEYS, 0)
+        self._billed = Decimal(0)
+        self._priced = 0
+
+    def billed_usd(self) -> Decimal:
+        """What every entry costs at catalog prices (entries priced once, when first asked)."""
+        for entry in self._entries[self._priced :]:
+            self._billed += entry_cost(entry)
+        self._priced = len(self._entries)
+        return self._billed
 
     def record(
         self,

@@ -21,6 +21,9 @@ def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8787) -> 
         url=f"http://{host}:{port}",
         latency_ms=config.latency_ms,
         batch_seconds=config.batch_seconds,
+        batch_create_delay_ms=config.batch_create_delay_ms,
+        rate_limits=repr(config.rate_limits) if config.rate_limits else None,
+        spend_cap_usd=str(config.spend_cap_usd) if config.spend_cap_usd is not None else None,
         seed=config.seed,
     )
     uvicorn.run(

@@ -251,14 +251,13 @@ class HttpServer:
     checked: SpecCheck
 
 
-@pytest.fixture
-def http_server(clock: Clock) -> Iterator[HttpServer]:
-    app = create_app(EmulatorConfig(clock=clock))
+def _serve(config: EmulatorConfig) -> tuple[HttpServer, uvicorn.Server, threading.Thread]:
+    app = create_app(config)
     checked = SpecCheck(app)
-    config = uvicorn.Config(
+    server_config = uvicorn.Config(
         checked, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off"
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -267,10 +266,31 @@ def http_server(clock: Clock) -> Iterator[HttpServer]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield HttpServer(f"http://127.0.0.1:{port}", checked)
-    server.should_exit = True
-    thread.join(timeout=10)
-    assert not checked.problems, "\n".join(checked.problems)
+    return HttpServer(f"http://127.0.0.1:{port}", checked), server, thread
+
+
+@pytest.fixture
+def make_http_server() -> Iterator[Callable[..., HttpServer]]:
+    """Start uvicorn servers of emulators built from config keywords; stopped and checked
+    against the spec at teardown."""
+    started: list[tuple[HttpServer, uvicorn.Server, threading.Thread]] = []
+
+    def factory(**config: Any) -> HttpServer:
+        started.append(_serve(EmulatorConfig(**config)))
+        return started[-1][0]
+
+    yield factory
+    for _, server, _ in started:
+        server.should_exit = True
+    for _, _, thread in started:
+        thread.join(timeout=10)
+    problems = [p for http, _, _ in started for p in http.checked.problems]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def http_server(make_http_server: Callable[..., HttpServer], clock: Clock) -> HttpServer:
+    return make_http_server(clock=clock)
 
 
 @dataclass(frozen=True)
