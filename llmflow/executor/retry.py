@@ -23,6 +23,10 @@ class Verdict(Enum):
     RETRY = "retry"  # transient: 408, 409, 429, 5xx, 529, connection trouble
     FAIL = "fail"  # the request itself is wrong: 400, 404, 413, 422
     FATAL = "fatal"  # the backend is unusable for every request: 401, 403
+    # The organisation's spend cap is reached (429 enforced_spend_limit_reached: the monthly
+    # cap of its tier; or contract_spend_limit_reached): no request can succeed until the
+    # cap is raised or the month turns. Never retried.
+    SPEND_CAP = "spend_cap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,7 @@ class Failure:
     retry_after: float | None
     request_id: str | None
     maybe_billed: bool = False  # the request may have reached the API and been billed
+    error_code: str | None = None  # ``error.details.error_code``: names the cause, if given
 
 
 def classify(exc: BaseException) -> Failure:
@@ -47,19 +52,17 @@ def classify(exc: BaseException) -> Failure:
         error = raw_error if isinstance(raw_error, dict) else {}
         error_type = str(error.get("type", type(exc).__name__))
         message = str(error.get("message", exc.message))
+        details = error.get("details")
+        raw_code = details.get("error_code") if isinstance(details, dict) else None
+        code = raw_code if isinstance(raw_code, str) else None
         should_retry = exc.response.headers.get("x-should-retry")
-        if status in (401, 403):
-            verdict = Verdict.FATAL
-        elif should_retry == "true":
-            verdict = Verdict.RETRY
-        elif should_retry == "false":
-            verdict = Verdict.FAIL
-        elif status in (408, 409, 429) or status >= 500:
-            verdict = Verdict.RETRY
+        if status in (400, 429) and is_spend_cap(error_type, message, code):
+            verdict = Verdict.SPEND_CAP  # before x-should-retry: retrying cannot succeed
         else:
-            verdict = Verdict.FAIL
+            verdict = _status_verdict(status, should_retry)
+        retry_after = retry_after_seconds(exc.response)
         return Failure(
-            verdict, status, error_type, message, retry_after_seconds(exc.response), exc.request_id
+            verdict, status, error_type, message, retry_after, exc.request_id, error_code=code
         )
     if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError | TimeoutError):
         message = str(exc) or type(exc).__name__
@@ -67,6 +70,50 @@ def classify(exc: BaseException) -> Failure:
             Verdict.RETRY, None, "connection_error", message, None, None, _maybe_sent(exc)
         )
     return Failure(Verdict.FAIL, None, type(exc).__name__, str(exc), None, None)
+
+
+def _status_verdict(status: int, should_retry: str | None) -> Verdict:
+    if status in (401, 403):
+        return Verdict.FATAL
+    if should_retry == "true":
+        return Verdict.RETRY
+    if should_retry == "false":
+        return Verdict.FAIL
+    if status in (408, 409, 429) or status >= 500:
+        return Verdict.RETRY
+    return Verdict.FAIL
+
+
+# How the API says "a spend cap is reached", in the error code, type or message
+# (lower-cased): codes ``enforced_spend_limit_reached`` (the monthly cap of the API tier)
+# and ``contract_spend_limit_reached``; messages "...exceed your organization's monthly
+# spend limit..." and "You have reached your specified API usage limits...".
+_SPEND_CAP_MARKERS = ("spend_limit", "spend limit", "specified api usage limits")
+
+
+def is_spend_cap(error_type: str, message: str, error_code: str | None = None) -> bool:
+    """Whether an error's code, type or message says a spend cap is reached."""
+    text = f"{error_code or ''} {error_type} {message}".lower()
+    return any(marker in text for marker in _SPEND_CAP_MARKERS)
+
+
+def spend_cap_message(failure: Failure) -> str:
+    """One line for the user when the organisation's spend cap stops the run."""
+    status = "" if failure.status is None else f"{failure.status} "
+    if failure.error_code:
+        cause = f"{status}{failure.error_code}"
+    else:  # recognised by its wording: the API's message is the evidence (and may say when)
+        detail = " ".join(failure.message.split())[:200]
+        cause = f"{status}{failure.error_type}: {detail}" if detail else status + failure.error_type
+    if failure.error_code == "contract_spend_limit_reached":
+        return (
+            "the API refused the request: the organisation's contract spend limit is reached "
+            f"({cause}); raise it with your Anthropic account team"
+        )
+    return (
+        "the API refused the request: the organisation's monthly spend cap is reached "
+        f"({cause}); raise it in the Console, or wait for the next month"
+    )
 
 
 def _maybe_sent(exc: BaseException) -> bool:
