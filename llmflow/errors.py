@@ -12,7 +12,8 @@ traceback.
     ├── BackendError             the API cannot be used at all (exit 4)
     │   ├── BackendAuthError     no key, or the key was refused
     │   └── BackendUnreachable   connection refused, DNS, TLS
-    ├── BudgetExceeded           a dispatch would overspend the budget (exit 3)
+    ├── BudgetExceeded           a dispatch would overspend a budget limit (exit 3)
+    │   └── OrganisationSpendCap the API's own spend cap refused a request
     ├── RequestFailed            one request failed for good (the run goes on; exit 1 at the end)
     └── RunStoreError            the run store is missing, locked or of another run (exit 2)
 """
@@ -20,6 +21,7 @@ traceback.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 
@@ -85,16 +87,59 @@ class BackendUnreachable(BackendError):
 
 
 class BudgetExceeded(LlmflowError):
-    """Dispatching a request would spend past the budget; nothing was sent."""
+    """Dispatching a request would spend past a budget limit; nothing was sent.
+
+    ``limit_name`` is ``run``, ``day``, ``month`` or ``day[team=ml]``; ``key`` what
+    sets it (``budget.per_day_usd``, ``--budget``); ``spent`` includes money possibly
+    billed but unrecorded; ``reserved`` is held by requests in flight (of every process
+    sharing the store); ``resets_at`` is when a day or month limit starts afresh.
+    """
 
     exit_code = 3
 
-    def __init__(self, limit: Decimal, spent: Decimal, reserved: Decimal, needed: Decimal) -> None:
+    def __init__(
+        self,
+        limit: Decimal,
+        spent: Decimal,
+        reserved: Decimal,
+        needed: Decimal,
+        *,
+        limit_name: str = "run",
+        key: str | None = None,
+        resets_at: datetime | None = None,
+    ) -> None:
         self.limit, self.spent, self.reserved, self.needed = limit, spent, reserved, needed
-        super().__init__(
-            f"budget ${limit} would be exceeded: spent ${spent} + reserved ${reserved}"
-            f" + this request's upper bound ${needed}"
+        self.limit_name, self.key, self.resets_at = limit_name, key, resets_at
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line: which limit, what it holds, what was asked, and the remedy."""
+        period = self.limit_name.split("[", 1)[0]
+        scope = self.limit_name[len(period) :]
+        what = {"run": "per-run", "day": "per-day", "month": "per-month"}.get(period, period)
+        name = f"the {what} budget{' of ' + scope.strip('[]') if scope else ''}"
+        setting = f" ({self.key} = ${self.limit})" if self.key else f" (${self.limit})"
+        text = (
+            f"{name}{setting} would be passed: spent ${self.spent} and reserved"
+            f" ${self.reserved} in flight, and the next request needs up to ${self.needed}"
         )
+        remedy = f"raise {self.key}" if self.key else "raise the limit"
+        if self.resets_at is not None:
+            remedy += f", or run again after {self.resets_at:%Y-%m-%d %H:%M} UTC when it resets"
+        return f"{text}; {remedy}"
+
+
+class OrganisationSpendCap(BudgetExceeded):
+    """The API refused a request: the organisation's monthly spend cap is reached."""
+
+    def __init__(self, message: str) -> None:
+        LlmflowError.__init__(self, message)
+        self.limit = self.spent = self.reserved = self.needed = Decimal(0)
+        self.limit_name, self.key, self.resets_at = "organisation", None, None
+        self._message = message
+
+    def describe(self) -> str:
+        return self._message
 
 
 class RequestFailed(LlmflowError):

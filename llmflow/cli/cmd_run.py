@@ -20,6 +20,7 @@ from llmflow.cli._app import app
 from llmflow.cli._errors import reported_errors, stderr
 from llmflow.cli._inputs import Backend, parse_inputs
 from llmflow.cli._logging import LogFormat, configure_logging
+from llmflow.cli._store import DEFAULT_STORE, open_store, store_option
 from llmflow.errors import ConfigError, Diagnostic, LlmflowError
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ _HELP = (
     "llmflow run pipelines/support-triage.yaml --policy policies/default.yaml"
     " --backend emulator\n\n"
     "llmflow run pipelines/nightly-doc-summaries.yaml -p policies/overnight-etl.yaml"
-    " --run-id nightly-2026-11-24 --state-dir /var/lib/llmflow --log-format json"
+    " --run-id nightly-2026-11-24 --store postgresql://llmflow@db/llmflow --log-format json"
 )
 
 
@@ -66,10 +67,11 @@ def run(
         metavar="ID",
         help="Run id (default: a new one from the time); an existing id resumes that run.",
     ),
-    state_dir: Path = typer.Option(
-        Path(".llmflow"),
-        "--state-dir",
-        help="Run store: llmflow.db and runs/<run_id>/summary.json; report and runs read it.",
+    store_spec: str = store_option(
+        "Run store: a directory (SQLite: llmflow.db and runs/<run_id>/; --state-dir is an"
+        " alias) or a postgresql:// URL shared by every process and machine that uses it"
+        " (one budget; several workers may run one --run-id). Default: $LLMFLOW_STORE,"
+        " else .llmflow."
     ),
     log_format: LogFormat = typer.Option(
         LogFormat.console,
@@ -97,7 +99,7 @@ def run(
     from llmflow.emulator.config import EmulatorConfig, parse_faults
     from llmflow.executor.run import RunRequest, execute
     from llmflow.planner import build_plan_async
-    from llmflow.tracker import RunStore, new_run_id
+    from llmflow.tracker import new_run_id
 
     configure_logging(log_format)
     console = Console(highlight=False, soft_wrap=True)
@@ -115,7 +117,7 @@ def run(
             raise _option_error("--emulator-faults", str(exc)) from None
         client = client_for(backend.value, emulator=emulator)
         the_run_id = run_id or new_run_id()
-        store = RunStore.open(state_dir)
+        store = open_store(store_spec)
         shown_limit = limit if limit is not None else policy_file.policy.budget.per_run_usd
 
         async def main() -> RunOutcome:
@@ -142,7 +144,7 @@ def run(
         finally:
             store.close()
     resume = ResumeArgs(
-        pipeline, policy, backend.value, the_run_id, state_dir, inputs, budget=budget,
+        pipeline, policy, backend.value, the_run_id, store_spec, inputs, budget=budget,
         log_format=log_format.value,
     )  # fmt: skip
     _finish(console, outcome, resume)
@@ -165,7 +167,8 @@ def _finish(console: Console, outcome: RunOutcome, resume: ResumeArgs) -> None:
     if outcome.status == "budget_stopped":
         _explain_budget_stop(outcome, resume)
     if outcome.status in ("partial", "budget_stopped", "interrupted", "failed"):
-        stderr.print(f"resume with: {resume.command()}", markup=False)
+        when = f" ({resume.when})" if resume.when else ""
+        stderr.print(f"resume with{when}: {resume.command()}", markup=False)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -178,25 +181,35 @@ def _savings(pct: Decimal | None) -> str:
 
 
 def _explain_budget_stop(outcome: RunOutcome, resume: ResumeArgs) -> None:
-    """Say why the run stopped and give the resume command a budget that can finish it."""
+    """Say which limit stopped the run and give a resume command that can finish it."""
     summary = outcome.summary
-    limit = summary.budget.limit
+    refusal = outcome.budget_error
+    spent = format_usd(summary.budget.spent)
+    if refusal is None:
+        stderr.print(f"stopped by the budget after ${spent}", markup=False)
+        return
+    stderr.print(f"stopped by the budget after ${spent} of this run: {refusal}", markup=False)
+    if refusal.limit_name == "organisation":
+        resume.when = "once the organisation's spend cap is raised or its month resets"
+        return
+    if refusal.resets_at is not None:
+        resume.when = (
+            f"after {refusal.resets_at:%Y-%m-%d %H:%M} UTC, when the {refusal.limit_name}"
+            f" limit resets, or once {refusal.key} is raised in {resume.policy}"
+        )
+        return
     plan_max = summary.total.plan_cost_max
-    per_run = f"the ${format_usd(limit)} per-run limit" if limit is not None else "a limit"
+    needed = refusal.spent + refusal.reserved + refusal.needed
+    if plan_max is None or plan_max < needed:
+        plan_max = needed
+    # The plan's max is a true upper bound of the whole run: a per-run budget of that
+    # much lets the resumed run finish (period budgets still apply).
+    resume.budget = format_usd(plan_max.quantize(Decimal("0.01"), rounding=ROUND_CEILING))
     stderr.print(
-        f"stopped by the budget after ${format_usd(summary.budget.spent)}: the next request's"
-        f" upper-bound cost would have passed {per_run} (or a per-day/per-month one)",
+        f"the plan's max cost is ${format_usd(plan_max)}: the command below resumes with"
+        f" --budget {resume.budget}; lower it to spend less",
         markup=False,
     )
-    if limit is not None and plan_max is not None and limit < plan_max:
-        # The plan's max is a true upper bound of the whole run: a per-run budget of that
-        # much lets the resumed run finish (period budgets still apply).
-        resume.budget = format_usd(plan_max.quantize(Decimal("0.01"), rounding=ROUND_CEILING))
-        stderr.print(
-            f"the plan's max cost is ${format_usd(plan_max)}: the command below resumes with"
-            f" --budget {resume.budget}; lower it to spend less",
-            markup=False,
-        )
 
 
 @dataclass
@@ -207,16 +220,17 @@ class ResumeArgs:
     policy: Path
     backend: str
     run_id: str
-    state_dir: Path
+    store: str
     inputs: list[str]
     budget: str | None = None
     log_format: str = LogFormat.console.value
+    when: str | None = None  # a condition the resume needs (a period reset, say)
 
     def command(self) -> str:
         parts = [_program(), "run", str(self.pipeline), "--policy", str(self.policy)]
         parts += ["--backend", self.backend, "--run-id", self.run_id]
-        if self.state_dir != Path(".llmflow"):
-            parts += ["--state-dir", str(self.state_dir)]
+        if self.store != DEFAULT_STORE and self.store != os.environ.get("LLMFLOW_STORE"):
+            parts += ["--store", self.store]
         for item in self.inputs:
             parts += ["--input", item]
         if self.budget is not None:

@@ -11,6 +11,8 @@ import anthropic
 import structlog
 
 from llmflow.catalog import Catalog, ModelInfo
+from llmflow.errors import BudgetExceeded
+from llmflow.executor.pacing import RatePacer
 from llmflow.executor.retry import Backoff
 from llmflow.planner import RequestTemplate, steps_namespace, tier_model
 from llmflow.spec.loader import PipelineFile
@@ -21,6 +23,17 @@ Mode = Literal["sync", "batch"]
 StopReason = Literal["budget", "backend", "interrupted"]
 
 _log = structlog.get_logger("llmflow.executor")
+
+#: How often a refused dispatch looks again while other processes hold reservations.
+OTHERS_POLL_SECONDS = 0.25
+#: How long in all a run waits for other processes' reservations to settle.
+OTHERS_WAIT_SECONDS = 30.0
+
+
+def _others_may_free_room(refusal: BudgetExceeded) -> bool:
+    """Other processes hold reservations, and were they to settle at nothing the
+    refused request would fit: worth waiting for them."""
+    return refusal.reserved > 0 and refusal.spent + refusal.needed <= refusal.limit
 
 
 class Observer(Protocol):
@@ -95,6 +108,12 @@ class RunContext:
     outputs: dict[str, list[Any]] = field(default_factory=dict)
     stop_reason: StopReason | None = None
     backend_error: BaseException | None = None
+    budget_error: BudgetExceeded | None = None  # the refusal that stopped the run
+    pacer: RatePacer = field(default_factory=RatePacer)
+    detach: bool = False  # batches are submitted and polled once, not waited for
+    shared: bool = False  # other workers may run this run (a shared store)
+    pending_steps: set[str] = field(default_factory=set)
+    _waited_for_others: float = 0.0
     _steps_namespace: dict[str, dict[str, Any]] | None = None
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -133,26 +152,45 @@ class RunContext:
         self._settled.set()
         self._settled = asyncio.Event()
 
-    async def headroom_or_stop(self, route: StepRoute) -> bool:
+    async def headroom_or_stop(
+        self, route: StepRoute, refusal: BudgetExceeded | None = None
+    ) -> bool:
         """A dispatch was refused by the budget: True when it may be tried again.
 
-        While requests are in flight their reservations (upper bounds) will shrink to
-        actual costs, so wait for one to settle; with nothing in flight, downgrade once
-        if the policy allows it, else stop the run (resumable, exit 3).
+        While this run has requests in flight their reservations (upper bounds) will
+        shrink to actual costs, so wait for one to settle. While only other processes
+        sharing the store hold reservations that could free enough room, poll for a
+        while (:data:`OTHERS_WAIT_SECONDS` in all). Otherwise downgrade once if the
+        policy allows it, else stop the run (resumable, exit 3).
         """
         if self.stopping:
             return False
         if self.tracker.budget.open_reservations > 0:
-            await self._settled.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), OTHERS_POLL_SECONDS)
             return not self.stopping
-        return self.on_budget_exceeded(route)
+        waited = self._waited_for_others
+        if refusal is not None and _others_may_free_room(refusal) and waited < OTHERS_WAIT_SECONDS:
+            self._waited_for_others += OTHERS_POLL_SECONDS
+            await self.pause(OTHERS_POLL_SECONDS)
+            return not self.stopping
+        return self.on_budget_exceeded(route, refusal)
 
-    def on_budget_exceeded(self, route: StepRoute) -> bool:
-        """``on_exceed`` of the policy: True when the step was downgraded (try again)."""
+    def stop_for_budget(self, error: BudgetExceeded) -> None:
+        """Stop the run for a budget (an organisation cap the API enforces, say)."""
+        if self.budget_error is None:
+            self.budget_error = error
+        self.stop("budget")
+
+    def on_budget_exceeded(self, route: StepRoute, refusal: BudgetExceeded | None = None) -> bool:
+        """``on_exceed`` of the policy: True when the step was downgraded (try again);
+        else the run stops, and ``refusal`` says which limit stopped it."""
         if self.policy.budget.on_exceed == "downgrade" and route.downgrade(
             self.policy, self.catalog
         ):
             return True
+        if refusal is not None and self.budget_error is None:
+            self.budget_error = refusal
         self.stop("budget")
         return False
 

@@ -123,6 +123,11 @@ class RatePacer:
         self._held_until = -math.inf
         self._resets: dict[str, tuple[str, float | None]] = {}  # raw header -> POSIX seconds
 
+    @property
+    def limited(self) -> bool:
+        """Whether any limit is known or a retry-after hold was set (else never waits)."""
+        return bool(self._buckets) or self._held_until > -math.inf
+
     def observe(self, headers: Mapping[str, str], now: float) -> None:
         """Take the limits a response reported; absent or garbled headers are ignored."""
         try:

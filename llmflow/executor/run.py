@@ -20,7 +20,7 @@ import httpx2
 import structlog
 
 from llmflow.catalog import Catalog
-from llmflow.errors import BackendError, LlmflowError
+from llmflow.errors import BackendError, BudgetExceeded, LlmflowError
 from llmflow.executor.batch_step import BatchStep
 from llmflow.executor.context import Observer, RunContext, StepRoute
 from llmflow.executor.items import step_item_count, step_items
@@ -41,6 +41,7 @@ EXIT_CODES: dict[FinalStatus, int] = {
     "partial": 1,
     "budget_stopped": 3,
     "failed": 4,
+    "pending": 75,
     "interrupted": 130,
 }
 
@@ -55,6 +56,7 @@ class RunOutcome:
     summary: RunSummary
     summary_path: Path
     error: LlmflowError | None = None
+    budget_error: BudgetExceeded | None = None  # the limit that stopped the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class RunRequest:
     inputs: Mapping[str, str]
     budget_usd: Decimal | None = None
     backoff: Backoff = field(default_factory=Backoff)
+    detach: bool = False  # submit batches and end "pending" (exit 75) while they run
 
 
 def limits_of(request: RunRequest) -> list[LimitSpec]:
@@ -81,13 +84,14 @@ def limits_of(request: RunRequest) -> list[LimitSpec]:
     if budget.scope_tag is not None and budget.scope_tag in tags:
         tag = (budget.scope_tag, tags[budget.scope_tag])
     limits: list[LimitSpec] = []
-    per_run = request.budget_usd if request.budget_usd is not None else budget.per_run_usd
-    if per_run is not None:
-        limits.append(LimitSpec(per_run))
+    if request.budget_usd is not None:
+        limits.append(LimitSpec(request.budget_usd, key="--budget"))
+    elif budget.per_run_usd is not None:
+        limits.append(LimitSpec(budget.per_run_usd, key="budget.per_run_usd"))
     if budget.per_day_usd is not None:
-        limits.append(LimitSpec(budget.per_day_usd, "day", tag))
+        limits.append(LimitSpec(budget.per_day_usd, "day", tag, key="budget.per_day_usd"))
     if budget.per_month_usd is not None:
-        limits.append(LimitSpec(budget.per_month_usd, "month", tag))
+        limits.append(LimitSpec(budget.per_month_usd, "month", tag, key="budget.per_month_usd"))
     return limits
 
 
@@ -164,6 +168,8 @@ async def execute(
         catalog=request.catalog,
         inputs=inputs_namespace(request.pipeline_file, request.inputs),
         backoff=request.backoff,
+        detach=request.detach,
+        shared=request.store.shared,
     )
     if observer is not None:
         ctx.observer = observer
@@ -201,7 +207,8 @@ async def execute(
     exit_code = EXIT_CODES[status]
     if error is not None and status != "interrupted":
         exit_code = error.exit_code
-    return RunOutcome(request.run_id, status, exit_code, summary, path, error)
+    budget_error = ctx.budget_error if status == "budget_stopped" else None
+    return RunOutcome(request.run_id, status, exit_code, summary, path, error, budget_error)
 
 
 def _failure(
@@ -234,6 +241,8 @@ async def _watch(interrupt: asyncio.Event, ctx: RunContext) -> None:
 def _status(ctx: RunContext, incomplete: set[str]) -> FinalStatus:
     if ctx.stop_reason == "interrupted":
         return "interrupted"
+    if ctx.pending_steps and ctx.stop_reason is None:
+        return "pending"
     if ctx.stop_reason == "backend":
         return "failed"
     if ctx.stop_reason == "budget":
@@ -260,30 +269,34 @@ async def _run_step(
         _log.warning("step.skipped", step=step_id, because=", ".join(blocked))
         ctx.observer.step_finished(step_id)
         return
+    pending = False
     if route.mode == "batch":
+        batches = BatchStep(ctx, route, lambda wanted: _items_at(ctx, step_id, wanted))
         open_batches = [b for b in store.open_batches(run_id) if b.step_id == step_id]
         if open_batches:
-            await BatchStep(ctx, route).resume(
-                (
-                    b.batch_id,
-                    store.batch_tier(run_id, b.batch_id),
-                    store.batch_in_flight(run_id, b.batch_id),
-                )
-                for b in open_batches
-            )
-    finished = store.finished_keys(run_id, step_id)
-    items = _pending_items(ctx, step_id, finished)
-    if not ctx.stopping:
-        if route.mode == "batch":
-            await BatchStep(ctx, route).run(items)
-        else:
-            await SyncStep(ctx, route, slots=slots).run(items)
+            await batches.resume(open_batches)
+        if not ctx.stopping:
+            finished = store.finished_keys(run_id, step_id, in_flight=True)
+            await batches.run(_pending_items(ctx, step_id, finished))
+        pending = batches.pending
+    elif not ctx.stopping:
+        finished = store.finished_keys(run_id, step_id, in_flight=ctx.shared)
+        await SyncStep(ctx, route, slots=slots).run(_pending_items(ctx, step_id, finished))
     records = store.step_output_records(run_id, step_id)
     if len(records) == total:
         ctx.set_outputs(step_id, [r.output for r in records])
     else:
         incomplete.add(step_id)
+    if pending:
+        ctx.pending_steps.add(step_id)
     ctx.observer.step_finished(step_id)
+
+
+def _items_at(ctx: RunContext, step_id: str, wanted: set[int]) -> Iterator[tuple[int, str, Any]]:
+    """The step's items at the ``wanted`` indexes, read again from their source."""
+    for index, item in step_items(ctx.pipeline_file, step_id, ctx.outputs):
+        if index in wanted:
+            yield index, request_key(step_id, index), item
 
 
 def _pending_items(

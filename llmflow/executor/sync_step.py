@@ -1,14 +1,20 @@
 """Running a sync step: bounded concurrency, cache-warm fan-out, retries, early abort.
 
-Per request: reserve the upper bound (the tracker commits it in flight), send, record
-the usage before the next dispatch decision, or release the reservation on failure.
-The first request of a cached prefix goes alone and releases the others once its
-response has begun (:mod:`llmflow.executor.warmup`).
+Requests are reserved in groups: every free concurrency slot is filled at once and
+the group's upper bounds are reserved in one store transaction (group commit), which
+commits before any of them is sent. Each response's usage is recorded (group-committed
+with whatever else finished in the same event-loop tick) before its slot is given to
+the next request. A failure releases its reservation. The first request of a cached
+prefix goes alone and releases the others once its response has begun
+(:mod:`llmflow.executor.warmup`). Dispatch is paced by the API's rate-limit headers
+(:mod:`llmflow.executor.pacing`); the organisation's spend cap stops the run (exit 3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +23,19 @@ import structlog
 from anthropic.types import Message
 
 from llmflow.catalog import ModelInfo
-from llmflow.errors import BackendError, BackendUnreachable, BudgetExceeded
+from llmflow.errors import BackendError, BackendUnreachable, BudgetExceeded, OrganisationSpendCap
 from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.responses import output_of, ttl_of, usage_of
-from llmflow.executor.retry import Verdict, classify, raise_if_fatal
+from llmflow.executor.retry import Verdict, classify, raise_if_fatal, spend_cap_message
 from llmflow.executor.warmup import WarmGate
 from llmflow.planner import request_max_cost, split_sdk_params
 from llmflow.planner.tokens import estimate_text
 from llmflow.tracker import Completed, Reservation
 
 _log = structlog.get_logger("llmflow.executor")
+
+#: At most this many requests are reserved in one transaction.
+_GROUP = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,37 +61,64 @@ class SyncStep:
     async def run(self, items: Iterable[tuple[int, str, Any]]) -> None:
         """Send every ``(item_index, key, item)``; returns once all have settled."""
         tasks: set[asyncio.Task[None]] = set()
+        source = iter(items)
+        waiting: list[tuple[int, str, Any]] = []  # refused by the budget: tried again
         try:
-            for index, key, item in items:
-                await self.slots.acquire()
-                sent = None
-                while sent is None and not self.ctx.stopping:
-                    try:
-                        sent = self._dispatch(index, key, item)
-                    except BudgetExceeded:
-                        if not await self.ctx.headroom_or_stop(self.route):
-                            break
-                if sent is None:
-                    self.slots.release()
+            while not self.ctx.stopping:
+                free = await self._free_slots()
+                group = waiting[:free] + list(itertools.islice(source, free - len(waiting[:free])))
+                waiting = waiting[free:]
+                if not group:
+                    self._release_slots(free)
                     break
-                task = asyncio.create_task(self._send(index, key, sent))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                task.add_done_callback(lambda _: self.slots.release())
+                sent, refusal = await self._dispatch(group)
+                self._release_slots(free - len(sent))
+                for (index, key, _), dispatched in zip(group, sent, strict=False):
+                    task = asyncio.create_task(self._send(index, key, dispatched))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    task.add_done_callback(lambda _: self.slots.release())
+                if refusal is not None:
+                    waiting = group[len(sent) :] + waiting
+                    if not await self.ctx.headroom_or_stop(self.route, refusal):
+                        break
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _dispatch(self, index: int, key: str, item: Any) -> _Dispatched:
-        """Render and reserve the request's upper bound (raises BudgetExceeded)."""
+    async def _free_slots(self) -> int:
+        """Wait for one concurrency slot, then take every other one that is free."""
+        await self.slots.acquire()
+        taken = 1
+        while taken < _GROUP and not self.slots.locked():
+            await self.slots.acquire()  # free: returns without suspending
+            taken += 1
+        return taken
+
+    def _release_slots(self, count: int) -> None:
+        for _ in range(count):
+            self.slots.release()
+
+    async def _dispatch(
+        self, group: list[tuple[int, str, Any]]
+    ) -> tuple[list[_Dispatched], BudgetExceeded | None]:
+        """Render the group and reserve the upper bounds of its leading requests that fit,
+        in one transaction; the refusal of the first that did not fit, if any."""
         route = self.route
-        model, tier = route.model, route.tier  # a later downgrade must not relabel this one
-        params = route.params(self.ctx.context_for(item))
-        upper = request_max_cost(params, model, batch=False)
-        reservation = self.ctx.tracker.dispatch(
-            route.step_id, key, index, model=model.id, tier=tier, mode="sync", upper_bound=upper
+        model, tier = route.model, route.tier  # a later downgrade must not relabel these
+        rendered = [route.params(self.ctx.context_for(item)) for _, _, item in group]
+        entries = [
+            (key, index, request_max_cost(params, model, batch=False))
+            for (index, key, _), params in zip(group, rendered, strict=True)
+        ]
+        reservations, refusal = await self.ctx.tracker.dispatch_many(
+            route.step_id, entries, model=model.id, tier=tier, mode="sync"
         )
-        return _Dispatched(params, reservation, model, tier)
+        sent = [
+            _Dispatched(params, reservation, model, tier)
+            for params, reservation in zip(rendered, reservations, strict=False)
+        ]
+        return sent, refusal
 
     async def _send(self, index: int, key: str, sent: _Dispatched) -> None:
         try:
@@ -91,91 +127,100 @@ class SyncStep:
             self.ctx.settled()
 
     async def _attempts(self, index: int, key: str, sent: _Dispatched) -> None:
-        ctx, route = self.ctx, self.route
-        params: dict[str, Any] = sent.params
-        reservation: Reservation | None = sent.reservation
-        prefix_key = _prefix_key(params)
+        ctx = self.ctx
+        prefix_key = _prefix_key(sent.params)
         leader = prefix_key is not None and await self.gate.enter(prefix_key)
-        attempt = 0
+        attempt = _Attempt(sent.reservation)
         try:
             while True:
-                attempt += 1
+                attempt.number += 1
                 try:
-                    message, request_id = await self._call(params, prefix_key if leader else None)
+                    message, request_id = await self._call(
+                        sent.params, prefix_key if leader else None
+                    )
                     break
                 except (asyncio.CancelledError, KeyboardInterrupt):
                     raise
                 except Exception as exc:
-                    failure = classify(exc)
-                    try:
-                        raise_if_fatal(failure)
-                    except BackendError as fatal:
-                        ctx.backend_error = fatal
-                        ctx.stop("backend")
-                        raise
-                    retry = failure.verdict is Verdict.RETRY
-                    if failure.maybe_billed and reservation is not None:
-                        ctx.tracker.record_possibly_billed(
-                            route.step_id, key, index, reservation, error=failure.message
-                        )
-                        reservation = None
-                    if retry and attempt < ctx.policy.limits.max_attempts and not ctx.stopping:
-                        delay = ctx.backoff.delay(attempt, failure)
-                        _log.info(
-                            "request.retry", step=route.step_id, item=index, attempt=attempt,
-                            status=failure.status, error_type=failure.error_type, delay=delay,
-                        )  # fmt: skip
-                        await ctx.pause(delay)
-                        if reservation is None and not ctx.stopping:
-                            reservation = await self._reserve_again(index, key, sent)
-                        if reservation is not None and not ctx.stopping:
-                            continue
-                    if (
-                        failure.status is None
-                        and not self.any_success
-                        and retry
-                        and not ctx.stopping
-                    ):
-                        ctx.backend_error = BackendUnreachable(
-                            f"cannot reach the API: {failure.message}"
-                        )
-                        ctx.stop("backend")
-                    error = f"{failure.status or ''} {failure.error_type}: {failure.message}"
+                    if await self._after_failure(index, key, sent, attempt, exc):
+                        continue
                     if leader and prefix_key is not None:
                         self.gate.failed(prefix_key)  # the next waiter leads
-                    ctx.tracker.record_failure(
-                        route.step_id, key, index, error=error.strip(), reservation=reservation
-                    )
-                    reservation = None
-                    ctx.observer.request_done(route.step_id)
+                    ctx.observer.request_done(self.route.step_id)
                     return
         except BaseException:
             if leader and prefix_key is not None:
                 self.gate.failed(prefix_key)
-            if reservation is not None:
+            if attempt.reservation is not None:
                 ctx.tracker.record_failure(
-                    route.step_id, key, index, error="interrupted", reservation=reservation
-                )
+                    self.route.step_id, key, index, error="interrupted",
+                    reservation=attempt.reservation,
+                )  # fmt: skip
             raise
         if leader and prefix_key is not None:
             self.gate.opened(prefix_key)
         self.any_success = True
-        assert reservation is not None
-        self._record(index, key, sent, reservation, message, request_id)
+        assert attempt.reservation is not None
+        reservation, attempt.reservation = attempt.reservation, None
+        await self._record(index, key, sent, reservation, message, request_id)
+
+    async def _after_failure(
+        self, index: int, key: str, sent: _Dispatched, attempt: _Attempt, exc: Exception
+    ) -> bool:
+        """Classify a failed attempt: True to try again; else the failure is recorded
+        (or the run stops: a key the API refuses, the organisation's spend cap)."""
+        ctx, route = self.ctx, self.route
+        failure = classify(exc)
+        try:
+            raise_if_fatal(failure)
+        except BackendError as fatal:
+            ctx.backend_error = fatal
+            ctx.stop("backend")
+            raise
+        if failure.verdict is Verdict.SPEND_CAP:
+            ctx.stop_for_budget(OrganisationSpendCap(spend_cap_message(failure)))
+        if failure.status == 429 and failure.verdict is Verdict.RETRY:
+            ctx.pacer.backoff(failure.retry_after, time.monotonic())
+        retry = failure.verdict is Verdict.RETRY
+        if failure.maybe_billed and attempt.reservation is not None:
+            ctx.tracker.record_possibly_billed(
+                route.step_id, key, index, attempt.reservation, error=failure.message
+            )
+            attempt.reservation = None
+        if retry and attempt.number < ctx.policy.limits.max_attempts and not ctx.stopping:
+            delay = ctx.backoff.delay(attempt.number, failure)
+            _log.info(
+                "request.retry", step=route.step_id, item=index, attempt=attempt.number,
+                status=failure.status, error_type=failure.error_type, delay=delay,
+            )  # fmt: skip
+            await ctx.pause(delay)
+            if attempt.reservation is None and not ctx.stopping:
+                attempt.reservation = await self._reserve_again(index, key, sent)
+            if attempt.reservation is not None and not ctx.stopping:
+                return True
+        if failure.status is None and not self.any_success and retry and not ctx.stopping:
+            ctx.backend_error = BackendUnreachable(f"cannot reach the API: {failure.message}")
+            ctx.stop("backend")
+        error = f"{failure.status or ''} {failure.error_type}: {failure.message}"
+        reservation, attempt.reservation = attempt.reservation, None
+        await ctx.tracker.record_failure_async(
+            route.step_id, key, index, error=error.strip(), reservation=reservation
+        )
+        return False
 
     async def _reserve_again(self, index: int, key: str, sent: _Dispatched) -> Reservation | None:
         """A new reservation for a retry whose last attempt may have been billed; None when
         the budget has no room for it any more (the run is then stopping)."""
         upper = request_max_cost(sent.params, sent.model, batch=False)
         while not self.ctx.stopping:
-            try:
-                return self.ctx.tracker.dispatch(
-                    self.route.step_id, key, index,
-                    model=sent.model.id, tier=sent.tier, mode="sync", upper_bound=upper,
-                )  # fmt: skip
-            except BudgetExceeded:
-                if not await self.ctx.headroom_or_stop(self.route):
-                    return None
+            made, refusal = await self.ctx.tracker.dispatch_many(
+                self.route.step_id, [(key, index, upper)],
+                model=sent.model.id, tier=sent.tier, mode="sync",
+            )  # fmt: skip
+            if made:
+                return made[0]
+            if not await self.ctx.headroom_or_stop(self.route, refusal):
+                return None
         return None
 
     async def _call(
@@ -183,12 +228,17 @@ class SyncStep:
     ) -> tuple[Message, str | None]:
         """One attempt. The leader of a cached prefix streams, to release followers as
         soon as its response has begun; ``abort_after_tokens`` also needs a stream."""
-        client, route = self.ctx.client, self.route
+        client, route, pacer = self.ctx.client, self.route, self.ctx.pacer
         sdk, extra = split_sdk_params(params)
+        if pacer.limited:
+            await pacer.wait(input_tokens=_approx_tokens(params), output_tokens=sdk["max_tokens"])
         if lead_key is None and not route.stream:
-            message: Message = await client.messages.create(**sdk, extra_body=extra)
-            return message, getattr(message, "_request_id", None)
+            raw = await client.messages.with_raw_response.create(**sdk, extra_body=extra)
+            pacer.observe(raw.headers, time.monotonic())
+            message: Message = await raw.parse()
+            return message, raw.request_id
         async with client.messages.stream(**sdk, extra_body=extra) as stream:
+            pacer.observe(stream.response.headers, time.monotonic())
             received_bytes = estimated_tokens = 0
             async for event in stream:
                 if event.type == "message_start" and lead_key is not None:
@@ -203,7 +253,7 @@ class SyncStep:
                         return _aborted(snapshot, received_bytes), stream.request_id
             return await stream.get_final_message(), stream.request_id
 
-    def _record(
+    async def _record(
         self,
         index: int,
         key: str,
@@ -221,13 +271,30 @@ class SyncStep:
             message.usage.speed, message.usage.inference_geo,
         )  # fmt: skip
         if extracted.error is None:
-            ctx.tracker.record_batch([done])
+            await ctx.tracker.record_async([done])
         else:
-            ctx.tracker.record_failure(
+            await ctx.tracker.record_failure_async(
                 route.step_id, key, index, error=extracted.error, reservation=reservation,
                 billed=done,
             )  # fmt: skip
         ctx.observer.request_done(route.step_id)
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """The state of one request across its attempts."""
+
+    reservation: Reservation | None
+    number: int = 0
+
+
+def _approx_tokens(params: dict[str, Any]) -> int:
+    """A quick estimate of a request's input tokens, for pacing only (4 bytes a token)."""
+    size = sum(len(str(b.get("text", ""))) for b in params.get("system") or ())
+    for message in params.get("messages", ()):
+        content = message.get("content")
+        size += len(content) if isinstance(content, str) else len(str(content))
+    return size // 4 + 1
 
 
 def _prefix_key(params: dict[str, Any]) -> str | None:

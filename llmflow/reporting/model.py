@@ -3,7 +3,10 @@
 The contract figures come from the tracker's :class:`~llmflow.tracker.RunSummary`
 (so every format agrees with ``summary.json``); the report adds the plan's tier,
 model and mode per step, a per-tier breakdown, per-step baseline and savings,
-warnings, spend today and this month, and the cumulative spend series.
+warnings, spend today and this month (the budget counters), and the cumulative spend
+series (a bounded number of time buckets). Every figure is an SQL aggregate: the
+database scans a run's ledger once, and what Python holds grows with the run's steps
+(and the buckets), never with its requests.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from llmflow.catalog import ZERO, ModelInfo, TokenUsage
 from llmflow.reporting.settings import ReportSettings
 from llmflow.reporting.warnings import ReportWarning, budget_stop, step_warnings
 from llmflow.tracker import RunStore, RunSummary, period_start
-from llmflow.tracker.store import LedgerEntry, UsageGroup
-from llmflow.tracker.summary import baseline_cost, savings_pct
+from llmflow.tracker.store import UsageGroup
+from llmflow.tracker.store_budget import RunScopes, day_key
+from llmflow.tracker.store_queries import SERIES_BUCKETS, UsageCell, bucket_width_ms, step_usage
+from llmflow.tracker.summary import baseline_cost, build_summary, savings_pct
 
-#: At most this many points of the cumulative spend series are kept (evenly spaced).
-MAX_SERIES_POINTS = 500
+#: The cumulative spend series has at most this many points after its start (time
+#: buckets of equal width over the run, summed in SQL).
+MAX_SERIES_POINTS = SERIES_BUCKETS
 
 
 class _Model(BaseModel):
@@ -65,7 +71,8 @@ class TierRow(_Model):
 
 
 class SpendPeriods(_Model):
-    """What every run of the pipeline recorded today and this month (UTC)."""
+    """What every run of the pipeline recorded today and this month (UTC), from the
+    budget counters (money reserved on a day is counted on that day)."""
 
     pipeline: str
     day_start: datetime
@@ -115,23 +122,60 @@ def _savings(
 
 
 def cumulative_series(
-    ledger: Sequence[LedgerEntry], start: datetime, *, max_points: int = MAX_SERIES_POINTS
+    cells: Sequence[UsageCell], start: datetime, *, max_points: int = MAX_SERIES_POINTS
 ) -> list[SpendPoint]:
-    """Cumulative spend from ``start`` (at 0) through every billed response.
+    """Cumulative spend from ``start`` (at 0) through the run's time buckets.
 
-    Long ledgers are thinned to about ``max_points`` evenly spaced points; the last
-    point (the run's total) is always kept.
+    Each point is what the run had spent when the last response of a bucket was
+    recorded (the cells of one bucket, one per step and tier, are merged). More
+    buckets than ``max_points`` (a run spread over many days) are merged in runs of
+    consecutive buckets; the last point is always the run's exact total.
     """
-    points = [
-        SpendPoint(at=min(start, ledger[0].recorded_at) if ledger else start, cumulative=ZERO)
-    ]
+    buckets: dict[tuple[str, int], tuple[datetime, Decimal]] = {}
+    first = start
+    for cell in cells:
+        first = min(first, cell.first)
+        last, cost = buckets.get(cell.bucket, (cell.last, ZERO))
+        buckets[cell.bucket] = (max(last, cell.last), cost + cell.cost)
+    ordered = [buckets[key] for key in sorted(buckets)]
+    points = [SpendPoint(at=first, cumulative=ZERO)]
     running = ZERO
-    stride = max(1, -(-len(ledger) // max_points))
-    for index, entry in enumerate(ledger):
-        running += entry.cost
-        if (index + 1) % stride == 0 or index == len(ledger) - 1:
-            points.append(SpendPoint(at=entry.recorded_at, cumulative=running))
+    stride = max(1, -(-len(ordered) // max(1, max_points)))
+    for index, (last, cost) in enumerate(ordered):
+        running += cost
+        if (index + 1) % stride == 0 or index == len(ordered) - 1:
+            points.append(SpendPoint(at=last, cumulative=running))
     return points
+
+
+def usage_groups(cells: Sequence[UsageCell]) -> list[UsageGroup]:
+    """The cells summed per (step, tier, model, mode), by step and then first use."""
+    merged: dict[tuple[str, str | None, str, str], list[UsageCell]] = {}
+    for cell in sorted(cells, key=lambda c: (c.step_id, c.first_id)):
+        merged.setdefault((cell.step_id, cell.tier, cell.model, cell.mode), []).append(cell)
+    return [
+        UsageGroup(
+            step_id=step_id, tier=tier, model=model, mode=cs[0].mode,
+            responses=sum(c.responses for c in cs), reading=sum(c.reading for c in cs),
+            writing=sum(c.writing for c in cs), usage=sum((c.usage for c in cs), TokenUsage()),
+            cost=sum((c.cost for c in cs), ZERO),
+        )
+        for (step_id, tier, model, _), cs in merged.items()
+    ]  # fmt: skip
+
+
+def spend_periods(store: RunStore, pipeline: str, moment: datetime) -> SpendPeriods:
+    """What the pipeline's runs spent on ``moment``'s UTC day and month, as the budget
+    counts it (the store's ``day/…`` and ``month/…`` counters of the pipeline)."""
+    scopes = RunScopes(run_id="", pipeline=pipeline)
+    day = day_key(moment)
+    return SpendPeriods(
+        pipeline=pipeline,
+        day_start=period_start("day", moment),
+        today=store.read_counter(scopes.scope("day", day))[0],
+        month_start=period_start("month", moment),
+        month=store.read_counter(scopes.scope("month", day))[0],
+    )
 
 
 def _tier_rows(groups: Sequence[UsageGroup], baseline: ModelInfo | None) -> list[TierRow]:
@@ -157,13 +201,22 @@ def _tier_rows(groups: Sequence[UsageGroup], baseline: ModelInfo | None) -> list
 def build_report(
     store: RunStore, run_id: str, settings: ReportSettings, *, now: datetime | None = None
 ) -> ReportData:
-    """The report of ``run_id`` (RunStoreError if the store has no such run)."""
+    """The report of ``run_id`` (RunStoreError if the store has no such run).
+
+    Every figure comes from SQL aggregates: one pass over the run's usage ledger
+    (summed per step, tier, model, mode and time bucket), counts per step from its
+    requests, and the budget counters; nothing is read per request.
+    """
     run = store.get_run(run_id)
-    summary = store.summary(run_id, baseline=settings.baseline)
+    end = run.ended_at or store.last_recorded(run_id) or run.started_at
+    width = bucket_width_ms(run.started_at, end, MAX_SERIES_POINTS)
+    cells = store.usage_cells(run_id, width_ms=width)
+    totals = store.step_totals(run_id, usage=step_usage(cells))
+    summary = build_summary(store, run_id, baseline=settings.baseline, steps=totals)
     plans = {p.step_id: p for p in store.step_plans(run_id)}
-    totals = {t.step_id: t for t in store.step_totals(run_id)}
-    groups = store.usage_groups(run_id)
-    stops = store.stop_reasons(run_id)
+    maxima = {t.step_id: t.plan_cost_max for t in totals}
+    groups = usage_groups(cells)
+    stops = store.max_tokens_stops(run_id)
     steps: list[StepRow] = []
     warnings: list[ReportWarning] = []
     for s in summary.steps:
@@ -179,9 +232,9 @@ def build_report(
                 mode=_joined([plan.mode if plan else None, *(g.mode for g in mine)]),
                 requests=s.requests, succeeded=s.succeeded, failed=s.failed, skipped=s.skipped,
                 usage=usage, cost=s.cost, plan_cost_expected=s.plan_cost_expected,
-                plan_cost_max=totals[s.id].plan_cost_max if s.id in totals else None,
+                plan_cost_max=maxima.get(s.id),
                 cache_hit_ratio=s.cache_hit_ratio, cost_baseline=base, savings_pct=saved,
-                max_tokens_stops=stops.get(s.id, {}).get("max_tokens", 0),
+                max_tokens_stops=stops.get(s.id, 0),
             )
         )  # fmt: skip
         warnings += step_warnings(
@@ -189,7 +242,7 @@ def build_report(
             usage=usage,
             succeeded=s.succeeded,
             groups=mine,
-            stop_reasons=stops.get(s.id, {}),
+            max_tokens=stops.get(s.id, 0),
             min_hit_ratio=settings.min_hit_ratio,
             batch_hit_rate=settings.batch_hit_rate,
         )
@@ -197,14 +250,6 @@ def build_report(
     if stopped is not None:
         warnings.insert(0, stopped)
     moment = now or datetime.now(UTC)
-    day, month = period_start("day", moment), period_start("month", moment)
-    spend = SpendPeriods(
-        pipeline=run.pipeline,
-        day_start=day,
-        today=store.spend_since(day, pipeline=run.pipeline),
-        month_start=month,
-        month=store.spend_since(month, pipeline=run.pipeline),
-    )
     return ReportData(
         summary=summary,
         policy_path=run.policy_path,
@@ -213,8 +258,8 @@ def build_report(
         tags=dict(run.tags),
         steps=steps,
         tiers=_tier_rows(groups, settings.baseline),
-        spend=spend,
-        series=cumulative_series(store.usage_ledger(run_id), run.started_at),
+        spend=spend_periods(store, run.pipeline, moment),
+        series=cumulative_series(cells, run.started_at),
         warnings=warnings,
         min_hit_ratio=settings.min_hit_ratio,
         baseline_model=settings.baseline.id if settings.baseline else None,

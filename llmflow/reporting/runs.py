@@ -31,7 +31,10 @@ class RunRow(BaseModel):
 
 
 def list_run_rows(store: RunStore, *, limit: int | None = None) -> list[RunRow]:
-    """Runs newest first, each with what it spent across its sessions."""
+    """Runs newest first, each with what it spent across its sessions (one grouped
+    query over the ledger for every run listed)."""
+    runs = store.list_runs(limit=limit)
+    spent = store.runs_spent([r.run_id for r in runs])
     return [
         RunRow(
             run_id=r.run_id,
@@ -40,11 +43,11 @@ def list_run_rows(store: RunStore, *, limit: int | None = None) -> list[RunRow]:
             status=r.status,
             started_at=r.started_at,
             ended_at=r.ended_at,
-            cost=store.run_spent(r.run_id),
+            cost=spent[r.run_id],
             plan_cost_expected=r.plan_cost_expected,
             budget_limit=r.budget_limit,
         )
-        for r in store.list_runs(limit=limit)
+        for r in runs
     ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
@@ -117,7 +117,7 @@ def step_warnings(
     usage: TokenUsage,
     succeeded: int,
     groups: Sequence[UsageGroup],
-    stop_reasons: Mapping[str, int],
+    max_tokens: int,
     min_hit_ratio: Decimal,
     batch_hit_rate: Decimal,
 ) -> list[ReportWarning]:
@@ -125,7 +125,7 @@ def step_warnings(
     responses = sum(g.responses for g in groups)
     found = [
         low_hit_ratio(step_id, usage, responses, min_hit_ratio),
-        max_tokens_stops(step_id, stop_reasons.get("max_tokens", 0), succeeded),
+        max_tokens_stops(step_id, max_tokens, succeeded),
         batch_shortfall(step_id, groups, batch_hit_rate),
     ]
     return [w for w in found if w is not None]

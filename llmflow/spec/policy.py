@@ -136,6 +136,13 @@ class Limits(_Spec):
     max_concurrency: int = Field(default=8, gt=0, description="Requests in flight per run.")
     max_attempts: int = Field(default=4, gt=0, description="Attempts per sync request.")
     batch_attempts: int = Field(default=2, gt=0, description="Submissions per batch request.")
+    batch_chunk_requests: int = Field(
+        default=10_000,
+        gt=0,
+        le=100_000,
+        description="Requests per Message Batch (the API allows 100,000): smaller chunks"
+        " bound memory; every chunk is billed at the same batch rate.",
+    )
     batch_poll_seconds: float = Field(default=30.0, gt=0)
     batch_poll_max_seconds: float = Field(default=300.0, gt=0)
 

@@ -86,6 +86,58 @@ class Reservation:
     day: str | None = None  # the UTC day whose store budget counters hold it
 
 
+class SessionLedger:
+    """What this process holds in flight and settled in this session.
+
+    The limits are checked in the run store (:mod:`llmflow.tracker.store_budget`); this
+    is the process's own view, for waiting on its reservations and for progress lines.
+    It keeps counts and sums only, so a million batch requests in flight cost nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._reserved = ZERO
+        self._spent = ZERO
+
+    @property
+    def open_reservations(self) -> int:
+        return self._open
+
+    @property
+    def reserved(self) -> Decimal:
+        return self._reserved
+
+    @property
+    def spent(self) -> Decimal:
+        return self._spent
+
+    def hold(self, reservation: Reservation) -> Reservation:
+        """Count a reservation the store accepted."""
+        with self._lock:
+            self._open += 1
+            self._reserved += reservation.amount
+        return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        """A held reservation was given back unspent."""
+        with self._lock:
+            self._open -= 1
+            self._reserved -= reservation.amount
+
+    def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        """A held reservation became ``actual`` spend."""
+        with self._lock:
+            self._open -= 1
+            self._reserved -= reservation.amount
+            self._spent += actual
+
+    def charge(self, actual: Decimal) -> None:
+        """Spend that had no reservation of this session."""
+        with self._lock:
+            self._spent += actual
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetAlert:
     """Spend against ``limit_name`` crossed ``threshold`` (= alert_at × limit)."""

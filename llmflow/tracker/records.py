@@ -12,8 +12,10 @@ from typing import Any, Literal
 
 from llmflow.catalog import ZERO, TokenUsage
 
-RunStatus = Literal["running", "succeeded", "partial", "budget_stopped", "failed", "interrupted"]
-FinalStatus = Literal["succeeded", "partial", "budget_stopped", "failed", "interrupted"]
+RunStatus = Literal[
+    "running", "succeeded", "partial", "budget_stopped", "failed", "interrupted", "pending"
+]
+FinalStatus = Literal["succeeded", "partial", "budget_stopped", "failed", "interrupted", "pending"]
 RequestStatus = Literal["pending", "in_flight", "succeeded", "failed", "skipped"]
 Mode = Literal["sync", "batch"]
 #: A JSON-serialisable output (text, or a tool_use input object).

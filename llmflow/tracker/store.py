@@ -43,9 +43,9 @@ from llmflow.tracker.records import (
     check_step_id,
 )
 from llmflow.tracker.schema import money, to_decimal
-from llmflow.tracker.store_queries import USAGE_SUMS, QueriesMixin
 from llmflow.tracker.store_budget import Counters, RunScopes
 from llmflow.tracker.store_ops import add_unrecorded
+from llmflow.tracker.store_queries import USAGE_SUMS, QueriesMixin
 from llmflow.tracker.store_requests import RequestsMixin, token_usage
 from llmflow.tracker.summary import RunSummary, build_summary
 

@@ -57,6 +57,14 @@ class StoreBase:
 
     # -- plumbing --------------------------------------------------------------
 
+    def now(self) -> datetime:
+        """The store's clock (UTC)."""
+        return self._clock()
+
+    def day(self) -> str:
+        """Today's UTC day, as budget scopes name it."""
+        return self._clock().strftime("%Y-%m-%d")
+
     def _now(self) -> str:
         return timestamp(self._clock())
 

@@ -130,7 +130,26 @@ class Counters:
             wanted,
         ).fetchall()
         for scope, spent, reserved, unrecorded in rows:
-            counters.values[scope] = _Counter(Decimal(spent), Decimal(reserved), Decimal(unrecorded))
+            counters.values[scope] = _Counter(
+                Decimal(spent), Decimal(reserved), Decimal(unrecorded)
+            )
+        return counters
+
+    @classmethod
+    def read(cls, c: Cursor, keys: Iterable[str]) -> Counters:
+        """The committed counters of ``keys``, unlocked (absent scopes read as zero)."""
+        counters = cls({k: _Counter(ZERO, ZERO, ZERO) for k in keys})
+        wanted = sorted(counters.values)
+        if wanted:
+            marks = ", ".join("?" for _ in wanted)
+            for scope, spent, reserved, unrecorded in c.execute(
+                "SELECT scope, spent, reserved, unrecorded FROM budget_counters"
+                f" WHERE scope IN ({marks})",
+                wanted,
+            ).fetchall():
+                counters.values[scope] = _Counter(
+                    Decimal(spent), Decimal(reserved), Decimal(unrecorded)
+                )
         return counters
 
     def get(self, scope: str) -> _Counter:

@@ -269,9 +269,7 @@ class RecordOp:
             total += reservation.amount
         add_unrecorded(c, self.run_id, total)
 
-    def _alerts(
-        self, c: Cursor, counters: Counters, day: str, now: str
-    ) -> tuple[BudgetAlert, ...]:
+    def _alerts(self, c: Cursor, counters: Counters, day: str, now: str) -> tuple[BudgetAlert, ...]:
         if self.alert_at is None:
             return ()
         fired: list[BudgetAlert] = []
@@ -284,7 +282,9 @@ class RecordOp:
             spent = counter.spent + counter.unrecorded
             threshold = lim.amount * self.alert_at
             if spent >= threshold:
-                fired.append(BudgetAlert(lim.name, lim.amount, threshold, spent, parse_timestamp(now)))
+                fired.append(
+                    BudgetAlert(lim.name, lim.amount, threshold, spent, parse_timestamp(now))
+                )
         if fired:
             c.executemany(
                 "INSERT INTO alerts (run_id, limit_name, limit_usd, threshold, spent_usd, at)"

@@ -19,14 +19,14 @@ from llmflow.tracker.db import Cursor
 from llmflow.tracker.records import BatchRecord, Mode, Response, check_key, check_step_id
 from llmflow.tracker.schema import money, timestamp
 from llmflow.tracker.store_base import StoreBase
-from llmflow.tracker.store_budget import Counters, RunScopes, day_key
+from llmflow.tracker.store_budget import Counters, RunScopes, day_key, spent_in
 from llmflow.tracker.store_ops import (
     USAGE_COLS,
     BatchIntentOp,
     Dispatch,
     Failure,
-    RecordOp,
     Recorded,
+    RecordOp,
     ReserveOp,
     StoreOp,
     add_unrecorded,
@@ -42,9 +42,13 @@ class RequestsMixin(StoreBase):
 
     # -- requests --------------------------------------------------------------
 
-    def finished_keys(self, run_id: str, step_id: str | None = None) -> set[str]:
-        """Keys that succeeded (never to be sent again); failed and skipped retry."""
-        sql = "SELECT key FROM requests WHERE run_id = ? AND status = 'succeeded'"
+    def finished_keys(
+        self, run_id: str, step_id: str | None = None, *, in_flight: bool = False
+    ) -> set[str]:
+        """Keys that succeeded (never to be sent again); failed and skipped retry. With
+        ``in_flight``, keys awaiting a result too (a batch still running, a live worker's)."""
+        statuses = "('succeeded', 'in_flight')" if in_flight else "('succeeded')"
+        sql = f"SELECT key FROM requests WHERE run_id = ? AND status IN {statuses}"
         args: tuple[str, ...] = (run_id,)
         if step_id is not None:
             sql, args = sql + " AND step_id = ?", (run_id, step_id)
@@ -174,6 +178,14 @@ class RequestsMixin(StoreBase):
 
         return self._write(body)
 
+    def counters(self, keys: Iterable[str]) -> Counters:
+        """The committed budget counters of ``keys`` (unlocked: for headroom and plans)."""
+        return self._read(lambda c: Counters.read(c, keys))
+
+    def read_counter(self, scope: str) -> tuple[Decimal, Decimal, Decimal]:
+        """``(spent, reserved, unrecorded)`` of a budget scope, as committed."""
+        return self._read(lambda c: spent_in(c, scope))
+
     def scopes_of(self, run_id: str) -> RunScopes:
         """The budget scopes of a run (its pipeline and tag labels), cached."""
         cached = self._scopes.get(run_id)
@@ -283,6 +295,21 @@ class RequestsMixin(StoreBase):
         )
         return {k: (i, Decimal(r or "0")) for k, i, r in rows}
 
+    def batch_reservations(
+        self, run_id: str, batch_id: str
+    ) -> dict[str, tuple[int, Decimal, str | None]]:
+        """What a batch's requests awaiting a result hold in the budget counters:
+        key → (item_index, reserved, the UTC day it was reserved on)."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT key, item_index, reserved_usd, reserved_on FROM requests"
+                " WHERE run_id = ? AND batch_id = ? AND status = 'in_flight'"
+                " ORDER BY item_index",
+                (run_id, batch_id),
+            ).fetchall()
+        )
+        return {k: (i, Decimal(r or "0"), on) for k, i, r, on in rows}
+
     def batch_tier(self, run_id: str, batch_id: str) -> str | None:
         """The tier a batch's requests were priced on when it was submitted."""
         row = self._read(
@@ -348,9 +375,7 @@ def token_usage(values: Sequence[int | None]) -> TokenUsage:
 class _Op:
     """A one-off store operation: a function over the locked counters of ``scopes``."""
 
-    def __init__(
-        self, scopes: RunScopes, fn: Callable[[Cursor, Counters, str, str], Any]
-    ) -> None:
+    def __init__(self, scopes: RunScopes, fn: Callable[[Cursor, Counters, str, str], Any]) -> None:
         self._scopes = scopes
         self._fn = fn
 

@@ -1,13 +1,15 @@
 """The run summary, built from the run store.
 
-Because it is computed from the store's usage ledger, the summary covers a run across
-all its resumes. Money is a decimal string in JSON, ratios are decimal strings with
-four places, token counts are integers. A run still marked ``running`` (its process
-died, or it is being summarised mid-run) is reported as ``interrupted``.
+Because it is computed from the store's usage ledger (SQL aggregates per step, never
+row by row), the summary covers a run across all its resumes. Money is a decimal string
+in JSON, ratios are decimal strings with four places, token counts are integers. A run
+still marked ``running`` (its process died, or it is being summarised mid-run) is
+reported as ``interrupted``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer
 from llmflow.catalog import ZERO, ModelInfo, TokenUsage, cost, format_usd
 
 if TYPE_CHECKING:
+    from llmflow.tracker.records import StepTotals
     from llmflow.tracker.store import RunStore
 
 
@@ -120,10 +123,21 @@ def savings_pct(*, actual: Decimal, baseline: Decimal) -> Decimal | None:
     return pct.quantize(Decimal("0.1"), rounding=ROUND_HALF_EVEN)
 
 
-def build_summary(store: RunStore, run_id: str, *, baseline: ModelInfo | None) -> RunSummary:
-    """The summary of ``run_id`` from the store; ``baseline`` prices ``cost_baseline``."""
+def build_summary(
+    store: RunStore,
+    run_id: str,
+    *,
+    baseline: ModelInfo | None,
+    steps: Sequence[StepTotals] | None = None,
+) -> RunSummary:
+    """The summary of ``run_id`` from the store; ``baseline`` prices ``cost_baseline``.
+
+    ``steps`` are the run's :meth:`~llmflow.tracker.store.RunStore.step_totals` when the
+    caller has them already (a report reads them once for everything it shows).
+    """
     run = store.get_run(run_id)
-    steps = store.step_totals(run_id)
+    if steps is None:
+        steps = store.step_totals(run_id)
     usage = sum((s.usage for s in steps), TokenUsage())
     spent = sum((s.cost for s in steps), ZERO)
     base = baseline_cost(usage, baseline) if baseline is not None else None

@@ -1,89 +1,158 @@
-"""The tracker: budget + run store + pricing, the one object the executor talks to.
+"""The tracker: the store's budget + pricing + progress, the one object the executor talks to.
 
 Lifecycle of a sync request::
 
-    res = tracker.dispatch(step, key, i, model=..., tier=..., mode="sync", upper_bound=ub)
-    ...send...  → tracker.record_response(step, key, i, model_info, ..., reservation=res)
-               or tracker.record_failure(step, key, i, error=..., reservation=res)
+    [res], _ = await tracker.dispatch_many(step, [(key, i, upper)], model=..., mode="sync")
+    ...send...  → await tracker.record_async([Completed(...)])
+               or await tracker.record_failure_async(step, key, i, error=..., reservation=res)
 
-``dispatch`` raises :class:`~llmflow.errors.BudgetExceeded` (nothing reserved,
-nothing marked) when the request could cross a limit; the executor then stops
-dispatching (``on_exceed: stop``: let in-flight work settle, ``finish("budget_stopped")``,
-exit 3) or re-prices the remaining work on the cheaper tier (``downgrade``).
+A reservation is one atomic check-and-reserve in the run store, across every limit
+that applies (run, day, month, tag) and every process sharing the store
+(:mod:`llmflow.tracker.store_budget`); a refusal is :class:`~llmflow.errors.BudgetExceeded`
+naming the limit. The ``*_async`` methods are group-committed: every store operation
+queued during one event-loop tick is written in one transaction, which commits before
+any of their callers goes on (nothing is sent before its reservation is durable, and a
+response's usage is durable before the slot it used is given to the next request).
+The plain methods commit at once (scripts and tests).
 
-A batch: ``reserve_batch`` before the POST, ``batch_submitted`` once the API returned
-its id (``release`` the reservations if the POST failed), ``record_batch`` for each
-page of results, ``batch_ended`` at the end. On resume, ``resume_reservations``
-re-reserves what the open batches of the run still owe.
+A batch: ``reserve_batch`` makes the intent durable before the POST,
+``batch_submitted`` names the created batch (``release`` the reservations if no batch
+can exist), ``record_batch`` for each page of results, ``batch_ended`` at the end. On
+resume, ``resume_reservations`` takes over what the open batches still hold.
 
-Every response is priced by :func:`~llmflow.tracker.billing.response_cost` (band of
-its own prompt, fast mode, data residency and batch as the API reported them).
+Every response is priced by :func:`~llmflow.tracker.billing.response_cost`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import secrets
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
 from llmflow.catalog import ModelInfo, TokenUsage, format_usd
-from llmflow.errors import RunStoreError
+from llmflow.errors import BudgetExceeded, RunStoreError
 from llmflow.tracker.billing import Completed, Failed, response_cost
-from llmflow.tracker.budget import Budget, BudgetAlert, Limit, Reservation, period_start
+from llmflow.tracker.budget import BudgetAlert, Reservation, SessionLedger, period_start
 from llmflow.tracker.progress import Progress, StepProgress
-from llmflow.tracker.records import FinalStatus, JsonValue, Mode, Response, RunInfo, RunRecord
+from llmflow.tracker.records import FinalStatus, JsonValue, Mode, RunInfo, RunRecord
 from llmflow.tracker.store import RunStore
+from llmflow.tracker.store_budget import Refusal, StoreLimit
+from llmflow.tracker.store_ops import (
+    BatchIntentOp,
+    Dispatch,
+    Failure,
+    Recorded,
+    RecordOp,
+    Reserved,
+    ReserveOp,
+    StoreOp,
+)
 from llmflow.tracker.summary import RunSummary, build_summary, write_summary
 
 __all__ = ["Completed", "Failed", "LimitSpec", "Tracker"]
 
 _log = structlog.get_logger("llmflow.tracker")
 
+Entry = tuple[str, int, Decimal]  # (key, item_index, upper bound)
+
 
 @dataclass(frozen=True, slots=True)
 class LimitSpec:
-    """A budget limit as the policy states it; the tracker turns it into a :class:`Limit`.
+    """A budget limit as the policy states it.
 
-    ``period`` ``run`` limits this run (across its resumes); ``day``/``month`` limit
-    the spend of every run of the pipeline in the UTC calendar period, or, with
-    ``tag`` (key, value), of every run carrying that tag label.
+    ``period`` ``run`` limits this run (across its resumes and workers); ``day``/``month``
+    limit the spend of every run of the pipeline in the UTC calendar period, or, with
+    ``tag`` (key, value), of every run carrying that tag label. ``key`` names what sets
+    it, for messages (``budget.per_day_usd``, ``--budget``).
     """
 
     amount: Decimal
     period: Literal["run", "day", "month"] = "run"
     tag: tuple[str, str] | None = None
+    key: str | None = None
 
     @property
     def name(self) -> str:
         return self.period if self.tag is None else f"{self.period}[{self.tag[0]}={self.tag[1]}]"
 
+    def store_limit(self) -> StoreLimit:
+        default = {"run": "budget.per_run_usd", "day": "budget.per_day_usd"}
+        key = self.key or default.get(self.period, "budget.per_month_usd")
+        return StoreLimit(self.name, key, self.amount, self.period, self.tag)
+
+
+def new_intent_id() -> str:
+    """A fresh id for a batch intent, until the API names the batch."""
+    return f"intent_{secrets.token_hex(8)}"
+
+
+def resets_at(period: str, moment: datetime) -> datetime | None:
+    """When a day or month limit starts afresh after ``moment`` (None for a run's)."""
+    if period == "day":
+        return period_start("day", moment) + timedelta(days=1)
+    if period == "month":
+        start = period_start("month", moment)
+        return (start + timedelta(days=32)).replace(day=1)
+    return None
+
+
+def refusal_error(refusal: Refusal, now: datetime) -> BudgetExceeded:
+    """The error a refused reservation raises: the limit, its key, the money, the remedy."""
+    lim = refusal.limit
+    return BudgetExceeded(
+        _tidy(lim.amount), _tidy(refusal.spent + refusal.unrecorded), _tidy(refusal.reserved),
+        _tidy(refusal.needed), limit_name=lim.name, key=lim.key,
+        resets_at=resets_at(lim.period, now),
+    )  # fmt: skip
+
+
+def _tidy(amount: Decimal) -> Decimal:
+    return Decimal(format_usd(amount))
+
 
 class Tracker:
-    """Records every response, enforces the budget, keeps per-step counters."""
+    """Records every response, reserves through the store, keeps per-step counters.
+
+    ``budget`` is this process's view: its open reservations and what it settled; the
+    limits themselves are checked in the store.
+    """
 
     def __init__(
         self,
         store: RunStore,
         run: RunRecord,
-        budget: Budget,
+        limits: Sequence[LimitSpec] = (),
         *,
+        alert_at: Decimal | None = None,
         baseline: ModelInfo | None = None,
         resumed: bool = False,
+        worker_id: str | None = None,
     ) -> None:
         self.store = store
         self.run = run
-        self.budget = budget
+        self.limits = [spec.store_limit() for spec in limits]
+        self.alert_at = alert_at
         self.baseline = baseline
         self.resumed = resumed
+        self.worker_id = worker_id
+        self.scopes = store.scopes_of(run.run_id)
+        self.budget = SessionLedger()
+        self._ids = itertools.count(1)
         self.progress = Progress(store.step_totals(run.run_id))
+        self._alerted = frozenset(a.limit_name for a in store.alerts(run.run_id))
         self._earlier = store.keys_with_status(run.run_id, ("failed", "skipped"))
         self._lock = threading.Lock()
+        self._queue: list[tuple[StoreOp, asyncio.Future[Any]]] = []
+        self._intents: dict[str, str] = {}
 
     @property
     def run_id(self) -> str:
@@ -99,34 +168,72 @@ class Tracker:
         limits: Sequence[LimitSpec] = (),
         alert_at: Decimal | None = None,
         baseline: ModelInfo | None = None,
-        now: datetime | None = None,
+        worker_id: str | None = None,
     ) -> Tracker:
-        """Start or resume ``run_id`` and build its budget from the store.
-
-        A ``run`` limit starts from what the run already spent in earlier sessions
-        (plus the upper bounds of requests lost in flight); a ``day``/``month`` limit
-        from what every run in its scope spent in the period, plus what other runs
-        have in flight now. Alerts fired in earlier sessions do not fire again.
-        """
+        """Start or resume ``run_id``; its limits are checked in the store on every
+        reservation (what other runs and processes spent and hold counts at once)."""
         run, resumed = store.open_run(run_id, info)
-        moment = now or datetime.now(UTC)
-        built: list[Limit] = []
-        for spec in limits:
-            if spec.period == "run":
-                prior = store.run_spent(run_id) + run.unrecorded_usd
-            else:
-                since = period_start(spec.period, moment)
-                scope_pipeline = info.pipeline if spec.tag is None else None
-                prior = store.spend_since(since, pipeline=scope_pipeline, tag=spec.tag)
-                prior += store.reserved_since(
-                    since, pipeline=scope_pipeline, tag=spec.tag, exclude_run=run_id
-                )
-            built.append(Limit(spec.name, spec.amount, prior))
-        done = {a.limit_name for a in store.alerts(run_id)}
-        budget = Budget(built, alert_at=alert_at, already_alerted=done)
-        return cls(store, run, budget, baseline=baseline, resumed=resumed)
+        return cls(
+            store, run, limits, alert_at=alert_at, baseline=baseline, resumed=resumed,
+            worker_id=worker_id,
+        )  # fmt: skip
+
+    # -- the store, now or group-committed ---------------------------------------
+
+    def _commit(self, op: StoreOp) -> Any:
+        return self.store.commit([op])[0]
+
+    def _submit(self, op: StoreOp) -> asyncio.Future[Any]:
+        """Queue ``op`` for the transaction that ends this event-loop tick."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((op, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        queue, self._queue = self._queue, []
+        try:
+            results = self.store.commit([op for op, _ in queue])
+        except Exception as exc:
+            for _, future in queue:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(queue, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     # -- dispatch ----------------------------------------------------------------
+
+    def _reserve_op(
+        self, step_id: str, entries: Sequence[Entry], model: str, tier: str | None, mode: Mode,
+        *, all_or_none: bool = False, batch_id: str | None = None,
+    ) -> ReserveOp:  # fmt: skip
+        return ReserveOp(
+            self.run_id, self.scopes, self.limits,
+            [Dispatch(step_id, key, index, upper) for key, index, upper in entries],
+            model, tier, mode, self.worker_id, all_or_none=all_or_none, batch_id=batch_id,
+        )  # fmt: skip
+
+    def _reserved(
+        self, entries: Sequence[Entry], result: Reserved, label: str
+    ) -> tuple[list[Reservation], BudgetExceeded | None]:
+        taken = entries[: result.accepted]
+        made = [
+            self.budget.hold(Reservation(next(self._ids), upper, label, result.day))
+            for _, _, upper in taken
+        ]
+        if result.refusal is None:
+            return made, None
+        error = refusal_error(result.refusal, self.store.now())
+        _log.info(
+            "budget.refused", run_id=self.run_id, limit_name=error.limit_name, key=error.key,
+            limit=format_usd(error.limit), spent=format_usd(error.spent),
+            reserved=format_usd(error.reserved), needed=format_usd(error.needed), label=label,
+        )  # fmt: skip
+        return made, error
 
     def dispatch(
         self,
@@ -139,79 +246,133 @@ class Tracker:
         mode: Mode,
         upper_bound: Decimal,
     ) -> Reservation:
-        """Reserve a sync request's upper bound and mark it in flight (committed).
+        """Reserve a sync request's upper bound and mark it in flight (committed now).
 
-        Raises BudgetExceeded (nothing reserved) or RunStoreError (reservation
-        released, e.g. the key already succeeded).
+        Raises BudgetExceeded (nothing reserved) or RunStoreError (the key already
+        succeeded).
         """
-        reservation = self.budget.reserve(upper_bound, label=f"{step_id}/{item_index}")
-        try:
-            self.store.mark_dispatched(
-                self.run_id, step_id, key, item_index,
-                model=model, tier=tier, mode=mode, reserved=upper_bound,
-            )  # fmt: skip
-        except BaseException:
-            self.budget.release(reservation)
-            raise
-        return reservation
+        entries = [(key, item_index, upper_bound)]
+        result = self._commit(self._reserve_op(step_id, entries, model, tier, mode))
+        made, refused = self._reserved(entries, result, f"{step_id}/{item_index}")
+        if refused is not None:
+            raise refused
+        return made[0]
+
+    async def dispatch_many(
+        self,
+        step_id: str,
+        entries: Sequence[Entry],
+        *,
+        model: str,
+        tier: str | None,
+        mode: Mode,
+    ) -> tuple[list[Reservation], BudgetExceeded | None]:
+        """Reserve the leading ``entries`` that fit, in one group-committed transaction:
+        their reservations, and the refusal of the first that did not fit (if any)."""
+        op = self._reserve_op(step_id, entries, model, tier, mode)
+        result: Reserved = await self._submit(op)
+        return self._reserved(entries, result, step_id)
+
+    def headroom(self) -> Decimal | None:
+        """The most a reservation could take now (every limit's scope read from the
+        store, without locking); None without limits."""
+        if not self.limits:
+            return None
+        day = self.store.day()
+        counters = self.store.counters(self.scopes.keys(day))
+        return max(
+            Decimal(0),
+            min(lim.amount - counters.get(lim.scope(self.scopes, day)).used for lim in self.limits),
+        )
+
+    def refusal(self, amount: Decimal) -> BudgetExceeded | None:
+        """The refusal a reservation of ``amount`` would meet now (read, not locked)."""
+        day = self.store.day()
+        counters = self.store.counters(self.scopes.keys(day))
+        _, refused = counters.fitting(self.scopes, self.limits, day, [amount], all_or_none=True)
+        return None if refused is None else refusal_error(refused, self.store.now())
+
+    def unhold(self, reservations: Iterable[Reservation]) -> None:
+        """Stop counting reservations in this process's view (the store still holds
+        them: a submitted batch's, until its results are collected)."""
+        for r in reservations:
+            self.budget.release(r)
 
     def reserve_batch(
-        self, step_id: str, requests: Sequence[tuple[str, int, Decimal]]
+        self,
+        step_id: str,
+        requests: Sequence[Entry],
+        *,
+        model: str = "",
+        tier: str | None = None,
+        intent_id: str | None = None,
     ) -> dict[str, Reservation]:
-        """Reserve every request ``(key, item_index, upper_bound)`` of a batch, or none."""
-        made = self.budget.reserve_many([ub for _, _, ub in requests], label=f"{step_id}/batch")
+        """Reserve every request ``(key, item_index, upper_bound)`` of a batch chunk, or
+        none (BudgetExceeded), and make the intent to create it durable (``intent_id``)."""
+        intent_id = intent_id or new_intent_id()
+        self._intents[step_id] = intent_id
+        op = self._reserve_op(
+            step_id, requests, model, tier, "batch", all_or_none=True, batch_id=intent_id
+        )
+        result = self._commit(BatchIntentOp(op, step_id))
+        made, refused = self._reserved(requests, result, f"{step_id}/batch")
+        if refused is not None:
+            raise refused
         return {key: r for (key, _, _), r in zip(requests, made, strict=True)}
 
     def batch_submitted(
         self,
         step_id: str,
         batch_id: str,
-        requests: Sequence[tuple[str, int, Decimal]],
+        requests: Sequence[Entry],
         *,
         model: str,
         tier: str | None,
+        intent_id: str | None = None,
     ) -> None:
-        """Commit a batch the API accepted; its requests go in flight."""
-        self.store.record_batch_submitted(
-            self.run_id, step_id, batch_id, requests, model=model, tier=tier
-        )
+        """The API created the batch of the intent (by default the step's last one)."""
+        intent = intent_id or self._intents.pop(step_id, None)
+        if intent is not None:
+            self.store.batch_created(self.run_id, intent, batch_id)
+        else:
+            self.store.record_batch_submitted(
+                self.run_id, step_id, batch_id, requests, model=model, tier=tier
+            )
         _log.info("batch.submitted", step=step_id, batch_id=batch_id, requests=len(requests))
 
     def resume_reservations(self, batch_ids: Iterable[str] | None = None) -> dict[str, Reservation]:
-        """Re-reserve (forced: the money is committed) what open batches still owe.
+        """Take over what open batches of the run still hold in the store (their money is
+        committed), so that their results settle it.
 
-        ``batch_ids`` limits it to those batches (the caller settles what it reserves:
-        a step resuming its own batches must not reserve another step's).
+        ``batch_ids`` limits it to those batches (the caller settles what it takes: a
+        step resuming its own batches must not take another step's).
         """
         wanted = None if batch_ids is None else set(batch_ids)
         out: dict[str, Reservation] = {}
         for batch in self.store.open_batches(self.run_id):
             if wanted is not None and batch.batch_id not in wanted:
                 continue
-            pending = self.store.batch_in_flight(self.run_id, batch.batch_id)
-            if not pending:
-                continue
-            keys = list(pending)
-            made = self.budget.reserve_many(
-                [pending[k][1] for k in keys], label=f"{batch.step_id}/batch", force=True
-            )
-            out.update(zip(keys, made, strict=True))
+            held = self.store.batch_reservations(self.run_id, batch.batch_id)
+            for key, (_, amount, day) in held.items():
+                out[key] = self.budget.hold(
+                    Reservation(next(self._ids), amount, f"{batch.step_id}/batch", day)
+                )
         return out
 
     def release(self, reservations: Iterable[Reservation]) -> None:
-        """Give reservations back (e.g. the batch POST failed; nothing was sent)."""
-        for r in reservations:
-            self.budget.release(r)
+        """Give reservations back (e.g. no batch was created; nothing was sent)."""
+        held = list(reservations)
+        if held:
+            self._commit(RecordOp(self.run_id, self.scopes, releases=held))
+            for r in held:
+                self.budget.release(r)
 
     def batch_ended(
         self, batch_id: str, reservations: Mapping[str, Reservation], status: str = "ended"
     ) -> list[str]:
         """Close a batch; requests without a result fail and their reservations go back."""
         missing = self.store.mark_batch_ended(self.run_id, batch_id, status)
-        for key in missing:
-            res = reservations.get(key)
-            if res is not None:
-                self.budget.release(res)
+        self.release(r for key in missing if (r := reservations.get(key)) is not None)
         if missing:
             _log.warning("batch.missing_results", batch_id=batch_id, missing=len(missing))
         return missing
@@ -243,49 +404,60 @@ class Tracker:
         )  # fmt: skip
         return self.record_batch([done], [])[0]
 
+    def _record_op(
+        self,
+        completed: Sequence[Completed] = (),
+        failures: Sequence[Failure] = (),
+        possibly_billed: Sequence[Reservation] = (),
+    ) -> tuple[RecordOp, list[Decimal]]:
+        costs = [response_cost(c) for c in completed]
+        op = RecordOp(
+            self.run_id, self.scopes,
+            [(c.response(cost), c.reservation) for c, cost in zip(completed, costs, strict=True)],
+            failures, possibly_billed, alert_limits=self.limits, alert_at=self.alert_at,
+            alerted=self._alerted,
+        )  # fmt: skip
+        return op, costs
+
     def record_batch(
         self, completed: Sequence[Completed], failed: Sequence[Failed] = ()
     ) -> list[Decimal]:
         """Commit many results in one transaction, then settle them; returns each cost.
 
-        The commit comes first: if it fails, the reservations stay open and keep
-        counting against the limits (the money is spent; the budget must not forget
-        it). A result for a key that already succeeded (delivered again after a
-        resume) is not recorded or charged twice: its reservation is released, its
-        returned cost is 0, and it is logged as ``request.duplicate_result``.
+        A result for a key that already succeeded (delivered again after a resume) is
+        not recorded or charged twice: its reservation is released, its returned cost
+        is 0, and it is logged as ``request.duplicate_result``.
         """
-        responses: list[Response] = []
-        costs: list[Decimal] = []
-        for c in completed:
-            amount = response_cost(c)
-            costs.append(amount)
-            responses.append(c.response(amount))
-        recorded = self.store.record_responses(
-            self.run_id,
-            responses,
-            failed=[(f.step_id, f.item_index, f.key, f.error) for f in failed],
-        )
-        alerts: list[BudgetAlert] = []
+        op, costs = self._record_op(completed, [_failure(f) for f in failed])
+        return self._recorded(op, self._commit(op), completed, failed, costs)
+
+    async def record_async(
+        self, completed: Sequence[Completed], failed: Sequence[Failed] = ()
+    ) -> list[Decimal]:
+        """:meth:`record_batch`, group-committed."""
+        op, costs = self._record_op(completed, [_failure(f) for f in failed])
+        return self._recorded(op, await self._submit(op), completed, failed, costs)
+
+    def _recorded(
+        self,
+        op: RecordOp,
+        result: Recorded,
+        completed: Sequence[Completed],
+        failed: Sequence[Failed],
+        costs: list[Decimal],
+    ) -> list[Decimal]:
+        out: list[Decimal] = []
         for c, amount in zip(completed, costs, strict=True):
-            if c.key not in recorded:
-                if c.reservation is not None:
-                    self.budget.release(c.reservation)
+            duplicate = c.key not in result.recorded
+            if c.reservation is not None:
+                self.budget.settle(c.reservation, Decimal(0) if duplicate else amount)
+            elif not duplicate:
+                self.budget.charge(amount)
+            if duplicate:
                 _log.warning("request.duplicate_result", step=c.step_id, item=c.item_index)
-            elif c.reservation is not None:
-                alerts += self.budget.settle(c.reservation, amount)
-            else:
-                alerts += self.budget.charge(amount, label=f"{c.step_id}/{c.item_index}")
-        for f in failed:
-            if f.reservation is not None:
-                self.budget.release(f.reservation)
-        if alerts:
-            self.store.record_alerts(self.run_id, alerts)
-        costs = [
-            a if c.key in recorded else Decimal(0) for c, a in zip(completed, costs, strict=True)
-        ]
-        for c, amount in zip(completed, costs, strict=True):
-            if c.key not in recorded:
+                out.append(Decimal(0))
                 continue
+            out.append(amount)
             self.progress.add(
                 c.step_id, usage=c.usage, cost=amount, succeeded=1, replaces=self._replaced(c.key)
             )
@@ -299,8 +471,46 @@ class Tracker:
                 speed=c.speed, inference_geo=c.inference_geo, cost=format_usd(amount),
             )  # fmt: skip
         for f in failed:
+            if f.reservation is not None:
+                self.budget.release(f.reservation)
             self._count_failure(f.step_id, f.key, f.item_index, f.error, "failed")
-        return costs
+        self._alerts_fired(result.alerts)
+        return out
+
+    def _alerts_fired(self, alerts: Sequence[BudgetAlert]) -> None:
+        if not alerts:
+            return
+        self._alerted = self._alerted | {a.limit_name for a in alerts}
+        for alert in alerts:
+            _log.warning(
+                "budget.alert", run_id=self.run_id, limit_name=alert.limit_name,
+                limit=format_usd(alert.limit), threshold=format_usd(alert.threshold),
+                spent=format_usd(alert.spent),
+            )  # fmt: skip
+
+    def _failure_op(
+        self, step_id: str, key: str, item_index: int, error: str,
+        reservation: Reservation | None, billed: Completed | None,
+    ) -> tuple[RecordOp, Decimal]:  # fmt: skip
+        amount = response_cost(billed) if billed is not None else Decimal(0)
+        response = None if billed is None else billed.response(amount, with_output=False)
+        failure = Failure(step_id, key, item_index, error, reservation, "failed", response)
+        op, _ = self._record_op(failures=[failure])
+        return op, amount
+
+    def _failed(
+        self, result: Recorded, step_id: str, key: str, item_index: int, error: str,
+        reservation: Reservation | None, billed: Completed | None, amount: Decimal,
+    ) -> Decimal:  # fmt: skip
+        if reservation is not None:
+            self.budget.settle(reservation, amount)
+        elif billed is not None:
+            self.budget.charge(amount)
+        if billed is not None:
+            self.progress.add(step_id, usage=billed.usage, cost=amount)
+        self._alerts_fired(result.alerts)
+        self._count_failure(step_id, key, item_index, error, "failed")
+        return amount
 
     def record_failure(
         self,
@@ -318,40 +528,35 @@ class Tracker:
         that could not be used): its usage is priced, settled and recorded.
         Returns what the failure cost (usually 0).
         """
-        amount = Decimal(0)
-        response = None
-        if billed is not None:
-            amount = response_cost(billed)
-            response = billed.response(amount, with_output=False)
-        self.store.record_failure(
-            self.run_id, step_id, key, item_index, error=error, billed=response
-        )
-        if billed is None:
-            if reservation is not None:
-                self.budget.release(reservation)
-        else:
-            if reservation is not None:
-                alerts = self.budget.settle(reservation, amount)
-            else:
-                alerts = self.budget.charge(amount, label=f"{step_id}/{item_index}")
-            if alerts:
-                self.store.record_alerts(self.run_id, alerts)
-        if billed is not None:
-            self.progress.add(step_id, usage=billed.usage, cost=amount)
-        self._count_failure(step_id, key, item_index, error, "failed")
-        return amount
+        op, amount = self._failure_op(step_id, key, item_index, error, reservation, billed)
+        result = self._commit(op)
+        return self._failed(result, step_id, key, item_index, error, reservation, billed, amount)
+
+    async def record_failure_async(
+        self,
+        step_id: str,
+        key: str,
+        item_index: int,
+        *,
+        error: str,
+        reservation: Reservation | None,
+        billed: Completed | None = None,
+    ) -> Decimal:
+        """:meth:`record_failure`, group-committed."""
+        op, amount = self._failure_op(step_id, key, item_index, error, reservation, billed)
+        result = await self._submit(op)
+        return self._failed(result, step_id, key, item_index, error, reservation, billed, amount)
 
     def record_possibly_billed(
         self, step_id: str, key: str, item_index: int, reservation: Reservation, *, error: str
     ) -> None:
         """An attempt failed in a way that may still have been billed (a timeout or a
-        dropped connection after the request was sent): its whole upper bound counts as
-        spent, and as the run's unrecorded spend, so the budget can never be passed by
-        money the API took without answering. The request stays in flight."""
-        self.store.add_unrecorded(self.run_id, reservation.amount)
-        alerts = self.budget.settle(reservation, reservation.amount)
-        if alerts:
-            self.store.record_alerts(self.run_id, alerts)
+        dropped connection after the request was sent): its whole upper bound moves from
+        reserved to unrecorded (counted as spent by every limit), so the budget can never
+        be passed by money the API took without answering. The request stays in flight."""
+        op, _ = self._record_op(possibly_billed=[reservation])
+        self._alerts_fired(self._commit(op).alerts)
+        self.budget.settle(reservation, reservation.amount)
         _log.warning(
             "request.possibly_billed", run_id=self.run_id, step=step_id, item=item_index,
             upper_bound=format_usd(reservation.amount), error=error,
@@ -419,3 +624,7 @@ class Tracker:
             path=str(path),
         )
         return summary, path
+
+
+def _failure(f: Failed) -> Failure:
+    return Failure(f.step_id, f.key, f.item_index, f.error, f.reservation)

@@ -24,10 +24,13 @@ def test_budget_stop_explains_and_the_resume_command_finishes_the_run(tmp_path: 
     code, out, err = _run("--backend", "emulator", "--state-dir", state, "--budget", "0.001")
     assert code == 3, out + err
     assert "budget_stopped" in out and "saved None" not in out
-    assert "stopped by the budget after $" in err and "the $0.001 per-run limit" in err
+    assert "stopped by the budget after $" in err
+    assert (
+        "the per-run budget (--budget = $0.001) would be passed" in err and "raise --budget" in err
+    )
     resume = next(line for line in err.splitlines() if line.startswith("resume with: "))
     argv = shlex.split(resume.removeprefix("resume with: "))
-    assert argv[:2] == ["llmflow", "run"] and argv[argv.index("--state-dir") + 1] == state
+    assert argv[:2] == ["llmflow", "run"] and argv[argv.index("--store") + 1] == state
     assert argv[argv.index("--budget") + 1] == "0.07"  # the plan's max, rounded up to cents
 
     resumed = runner.invoke(app, argv[1:])
@@ -39,7 +42,7 @@ def test_an_interrupted_style_resume_keeps_the_given_budget_and_log_format() -> 
     from llmflow.cli.cmd_run import ResumeArgs
 
     args = ResumeArgs(
-        Path("p.yaml"), Path("q.yaml"), "emulator", "r1", Path(".llmflow"), ["week=W1"],
+        Path("p.yaml"), Path("q.yaml"), "emulator", "r1", ".llmflow", ["week=W1"],
         budget="2.50", log_format="json",
     )  # fmt: skip
     assert args.command() == (

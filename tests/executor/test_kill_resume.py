@@ -8,7 +8,10 @@ same ``--run-id``. The emulator's billing ledger is the ground truth:
 * sync: a killed process loses at most the responses in flight at that moment (paid
   but unrecorded, their reserved upper bounds carried into ``unrecorded_usd``), and
   never pays twice for a finished one;
-* batch: the submitted batch is polled on resume, never resubmitted.
+* batch: the submitted batch is polled on resume, never resubmitted;
+* batch creation: killed while ``batches.create`` is in flight (the emulator creates the
+  batch, then answers slowly), the resumed run finds the batch by listing the API's
+  batches and adopts it; exactly one batch is ever created.
 
 Every wait is bounded; if a kill lands too late (the run already finished), the test
 fails saying so rather than passing without having tested anything.
@@ -101,12 +104,13 @@ def _stop(proc: Process) -> None:
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    """One emulator for the module (80 ms latency, batches end 4 s after creation)."""
+    """One emulator for the module (80 ms latency, batches end 4 s after creation, and
+    1.5 s pass between creating a batch and answering the create request)."""
     port = _free_port()
     log = tmp_path_factory.mktemp("emulator") / "emulator.log"
     proc = _spawn(
         ["emulator", "--host", "127.0.0.1", "--port", str(port), "--latency-ms", "80",
-         "--batch-seconds", "4"],
+         "--batch-seconds", "4", "--batch-create-delay-ms", "1500"],
         log,
     )  # fmt: skip
     try:
@@ -273,7 +277,10 @@ def test_batch_kill_resume_polls_instead_of_resubmitting(
     first = spawn_run("batch.yaml", "run1.log")
     _kill_when(
         first,
-        lambda: _count(db, "SELECT count(*) FROM batches WHERE run_id = ?") >= 1,
+        lambda: (
+            _count(db, "SELECT count(*) FROM batches WHERE run_id = ? AND status <> 'creating'")
+            >= 1
+        ),
         "the batch recorded as submitted",
     )
     at_kill = _query(db, "SELECT batch_id, status, ended_at FROM batches WHERE run_id = ?", RUN_ID)
@@ -306,3 +313,44 @@ def test_batch_kill_resume_polls_instead_of_resubmitting(
     assert len(billed) == ITEMS
     recorded = {key: (mode, usage) for key, _, mode, usage in _store_usage(db)}
     assert recorded == {key: ("batch", usage) for key, usage in billed.items()}
+
+
+def test_batch_killed_while_being_created_is_found_and_adopted(
+    fresh: Emulator, spawn_run: Callable[[str, str], Process], tmp_path: Path
+) -> None:
+    db = tmp_path / "state" / "llmflow.db"
+    first = spawn_run("batch.yaml", "run1.log")
+    _kill_when(
+        first,
+        lambda: (
+            _count(db, "SELECT count(*) FROM batches WHERE run_id = ? AND status = 'creating'") >= 1
+            and len(fresh.call("/v1/messages/batches")["data"]) == 1
+        ),
+        "the intent durable and the batch created, its create request not yet answered",
+    )
+    ((intent, requests),) = _query(
+        db, "SELECT batch_id, requests FROM batches WHERE run_id = ?", RUN_ID
+    )
+    assert intent.startswith("intent_") and requests == ITEMS
+    held = _query(
+        db, "SELECT count(*), sum(CAST(reserved_usd AS REAL)) FROM requests WHERE run_id = ?"
+        " AND status = 'in_flight' AND batch_id = ?", RUN_ID, intent,
+    )  # fmt: skip
+    assert held[0][0] == ITEMS and held[0][1] > 0  # reserved before the create was sent
+
+    second = spawn_run("batch.yaml", "run2.log")
+    _finish(second, tmp_path / "run2.log")
+
+    _assert_every_item_succeeded_once(db)
+    listed = fresh.call("/v1/messages/batches?limit=100")
+    assert len(listed["data"]) == 1, "the chunk was submitted twice"
+    ((batch_id, status),) = _query(
+        db, "SELECT batch_id, status FROM batches WHERE run_id = ?", RUN_ID
+    )
+    assert (batch_id, status) == (listed["data"][0]["id"], "ended")
+    log = (tmp_path / "run2.log").read_text()
+    assert '"outcome": "found"' in log or '"outcome":"found"' in log
+    (((spent, reserved),)) = _query(
+        db, "SELECT spent, reserved FROM budget_counters WHERE scope = ?", f"run/{RUN_ID}"
+    )
+    assert Decimal(reserved) == 0 and Decimal(spent) > 0

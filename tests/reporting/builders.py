@@ -86,7 +86,7 @@ def triage_run(
     )
     tracker = Tracker.open(
         store, run_id, info, limits=[LimitSpec(budget)], alert_at=Decimal("0.5"),
-        baseline=SONNET, now=clock.now,
+        baseline=SONNET,
     )  # fmt: skip
     # classify: one batch of 10
     requests = [(request_key("classify", i), i, Decimal("0.004")) for i in range(10)]
@@ -146,7 +146,7 @@ def simple_run(
 ) -> Decimal:
     """A finished one-step sync run of ``responses`` haiku requests; returns its cost."""
     info = RunInfo(pipeline=pipeline, policy="basic", steps=(StepPlan("only", responses),))
-    tracker = Tracker.open(store, run_id, info, baseline=SONNET, now=clock.now)
+    tracker = Tracker.open(store, run_id, info, baseline=SONNET)
     total = Decimal(0)
     for i in range(responses):
         clock.tick()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
-from llmflow.catalog import ZERO, load_catalog
+from llmflow.catalog import ZERO, TokenUsage, format_usd, load_catalog
 from llmflow.reporting import build_report, load_settings
-from llmflow.reporting.model import cumulative_series
-from llmflow.tracker import RunStore
-from llmflow.tracker.store import LedgerEntry
+from llmflow.reporting.model import MAX_SERIES_POINTS, cumulative_series
+from llmflow.tracker import RunInfo, RunStore, StepPlan
+from llmflow.tracker.schema import timestamp
+from llmflow.tracker.store_queries import UsageCell
 from llmflow.tracker.summary import baseline_cost
+
+HAIKU = "claude-haiku-4-5"
 
 
 def _report(store: RunStore, clock: Any, builders: ModuleType, **kw: Any) -> Any:
@@ -71,17 +74,81 @@ def test_cumulative_series_runs_from_zero_to_the_total(
     values = [p.cumulative for p in report.series]
     assert values[0] == ZERO and values[-1] == summary.total.cost
     assert values == sorted(values)
-    assert len(report.series) == 1 + 15
+    # a 38 s run: every recording moment is its own bucket (the batch's 10 results were
+    # recorded at once, then 4 extract responses and the digest one by one)
+    assert len(report.series) == 1 + 6
     times = [p.at for p in report.series]
     assert times == sorted(times) and times[0] == summary.started_at
+    assert times[-1] == clock.now  # the digest, recorded last
 
 
-def test_cumulative_series_is_thinned_but_keeps_the_total() -> None:
+def _cell(at: datetime, slot: int, cost: str, step: str = "s") -> UsageCell:
+    return UsageCell(
+        step_id=step, tier="haiku", model="claude-haiku-4-5", mode="sync",
+        day=at.strftime("%Y-%m-%d"), slot=slot, first_id=slot, first=at, last=at,
+        responses=1, reading=0, writing=0, usage=TokenUsage(input=1), cost=Decimal(cost),
+    )  # fmt: skip
+
+
+def test_cumulative_series_merges_buckets_beyond_max_points_and_keeps_the_total() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    ledger = [LedgerEntry(start, "s", Decimal("0.001")) for _ in range(1001)]
-    points = cumulative_series(ledger, start, max_points=100)
-    assert len(points) <= 102
-    assert points[-1].cumulative == Decimal("1.001")
+    cells = [_cell(start + timedelta(seconds=i), i, "0.0000001") for i in range(1001)]
+    cells += [_cell(start + timedelta(seconds=5), 5, "0.3", step="t")]  # same bucket, other step
+    points = cumulative_series(cells, start, max_points=100)
+    assert len(points) <= 101
+    assert points[-1].cumulative == Decimal("0.3001001")
+    assert points[-1].at == start + timedelta(seconds=1000)
+    assert [p.cumulative for p in points] == sorted(p.cumulative for p in points)
+
+
+def test_series_of_many_responses_is_bounded_and_ends_at_the_exact_total(
+    store: RunStore, clock: Any
+) -> None:
+    """5,000 responses over five UTC days (bursts and a trickle), costs of up to 10
+    decimal places, the run still open: at most MAX_SERIES_POINTS + 1 points, the last one the run's exact total."""
+    start = clock.now = datetime(2026, 5, 18, 22, 0, tzinfo=UTC)
+    info = RunInfo(
+        pipeline="big", policy="basic",
+        steps=(StepPlan("a", 3000, HAIKU, "haiku", "batch"), StepPlan("b", 2000, HAIKU, "haiku", "sync")),
+    )  # fmt: skip
+    store.start_run("big", info)
+    rows, expected = [], Decimal(0)
+    for i in range(5000):
+        step = "a" if i < 3000 else "b"
+        # a: three bursts of 1,000 batch results; b: one response every 97 s after them
+        at = start + (timedelta(hours=20 * (i // 1000)) if step == "a" else timedelta(
+            hours=45, seconds=97 * (i - 3000)
+        ))  # fmt: skip
+        cost = Decimal(f"0.{i % 7:01d}{i:06d}{i % 13:03d}").normalize()
+        expected += cost
+        rows.append((
+            "big", step, f"{step}-{i}", i, 1, HAIKU, "haiku", "batch" if step == "a" else "sync",
+            10, 0, 0, 5000 if i % 3 else 0, 4, 0, format_usd(cost), timestamp(at),
+        ))  # fmt: skip
+    with store.db.transaction() as c:
+        c.executemany(
+            "INSERT INTO usage (run_id, step_id, key, item_index, attempt, model, tier, mode,"
+            " input_tokens, cache_write_5m, cache_write_1h, cache_read, output_tokens,"
+            " thinking_tokens, cost_usd, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    clock.now = start + timedelta(days=3)
+    settings = load_settings(None, load_catalog())
+    report = build_report(store, "big", settings, now=clock.now)
+    assert 2 < len(report.series) <= MAX_SERIES_POINTS + 1
+    values = [p.cumulative for p in report.series]
+    assert values[0] == ZERO and values == sorted(values)
+    assert values[-1] == expected == report.summary.total.cost == store.run_spent("big")
+    assert all(isinstance(v, Decimal) for v in values)
+    times = [p.at for p in report.series]
+    assert times == sorted(times) and times[0] == start
+    assert times[-1] == start + timedelta(hours=45, seconds=97 * 1999)
+    assert sum(t.responses for t in report.tiers) == 5000
+    [batch] = [t for t in report.tiers if t.mode == "batch"]
+    assert batch.responses == 3000 and batch.cost == sum(
+        (Decimal(r[14]) for r in rows if r[1] == "a"), ZERO
+    )
 
 
 def test_spend_today_and_this_month_count_the_pipeline_only(

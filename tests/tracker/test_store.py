@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -215,40 +214,6 @@ def test_alerts_are_stored_once(store: RunStore, make_info: MakeInfo) -> None:
     store.record_alerts("r1", [alert])
     store.record_alerts("r1", [alert])
     assert store.alerts("r1") == [alert]
-
-
-def test_spend_since_counts_other_runs_of_the_scope(
-    store: RunStore, clock: Any, make_info: MakeInfo, make_response: MakeResponse
-) -> None:
-    day = clock.now.replace(hour=0, minute=0)
-    clock.now = day - timedelta(hours=1)  # yesterday: outside the period
-    store.start_run("old", make_info(tags={"team": "support"}))
-    store.record_success("old", make_response("classify", 0, cost="100"))
-    clock.now = day + timedelta(hours=1)
-    store.start_run("a", make_info(tags={"team": "support"}))
-    store.record_success("a", make_response("classify", 0, cost="1.5"))
-    store.record_success("a", make_response("classify", 1, cost="0.25"))
-    store.start_run("b", make_info())
-    store.record_success("b", make_response("classify", 0, cost="2"))
-    store.start_run("c", make_info(pipeline="other", tags={"team": "support"}))
-    store.record_success("c", make_response("classify", 0, cost="4"))
-    store.start_run("d", make_info(pipeline="other", tags={"team": "sales"}))
-    store.record_success("d", make_response("classify", 0, cost="8"))
-    store.mark_dispatched(
-        "d", "classify", request_key("classify", 1), 1,
-        model="m", tier=None, mode="sync", reserved=D("0.5"),
-    )  # fmt: skip
-
-    assert store.spend_since(day) == D("15.75")
-    assert store.spend_since(day - timedelta(days=1)) == D("115.75")
-    assert store.spend_since(day, pipeline="triage") == D("3.75")
-    assert store.spend_since(day, pipeline="triage", exclude_run="a") == D("2")
-    assert store.spend_since(day, tag=("team", "support")) == D("5.75")
-    assert store.spend_since(day, pipeline="other", tag=("team", "support")) == D("4")
-    assert store.spend_since(day, tag=("team", "nobody")) == 0
-    assert store.reserved_since(day) == D("0.5")
-    assert store.reserved_since(day, pipeline="triage") == 0
-    assert store.reserved_since(day, exclude_run="d") == 0
 
 
 def test_list_runs_newest_first(store: RunStore, clock: Any, make_info: MakeInfo) -> None:

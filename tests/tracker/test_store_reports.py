@@ -1,14 +1,15 @@
-"""The run store's read-only queries for reports: plans, usage groups, stop reasons, ledger."""
+"""The run store's read-only queries for reports: plans, usage groups and cells, counts."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from llmflow.catalog import TokenUsage
 from llmflow.tracker.records import Response, RunInfo, StepPlan, request_key
 from llmflow.tracker.store import RunStore
+from llmflow.tracker.store_queries import bucket_width_ms, step_usage
 
 
 def _resp(step: str, i: int, *, tier: str, mode: str, cost: str, **usage: int) -> Response:
@@ -71,10 +72,55 @@ def test_stop_reasons_count_succeeded_requests(store: RunStore, clock: Any) -> N
     assert store.stop_reasons("r1") == {"a": {"max_tokens": 1, "end_turn": 2}, "b": {"end_turn": 1}}
 
 
-def test_usage_ledger_in_time_order_with_exact_costs(store: RunStore, clock: Any) -> None:
+def test_usage_cells_sum_the_ledger_per_group_and_time_bucket(store: RunStore, clock: Any) -> None:
     start = clock.now
+    _run(store, clock)  # four responses, one a second
+    cells = store.usage_cells("r1", width_ms=1000)  # one bucket per second
+    assert sorted((c.step_id, c.last) for c in cells) == [
+        ("a", start + timedelta(seconds=1)), ("a", start + timedelta(seconds=2)),
+        ("a", start + timedelta(seconds=3)), ("b", start + timedelta(seconds=4)),
+    ]  # fmt: skip
+    assert all(c.day == "2026-05-20" and c.first == c.last for c in cells)
+    assert len({c.bucket for c in cells}) == 4
+    assert sorted(c.cost for c in cells) == [Decimal(x) for x in ("0.02", "0.05", "0.1", "0.3")]
+    wide = store.usage_cells("r1", width_ms=3_600_000)  # one bucket: per group only
+    by_group = {(c.step_id, c.tier, c.mode): c for c in wide}
+    assert len(wide) == len(by_group) == 3
+    batch = by_group["a", "haiku", "batch"]
+    assert (batch.responses, batch.reading, batch.writing) == (2, 1, 1)
+    assert batch.usage == TokenUsage(input=10, cache_write_5m=100, cache_read=100)
+    assert batch.cost == Decimal("0.12")
+    assert (batch.first, batch.last) == (start + timedelta(seconds=1), start + timedelta(seconds=2))
+    assert by_group["b", "haiku", "sync"].writing == 1
+    assert store.usage_cells("nope", width_ms=1000) == []
+
+
+def test_step_totals_from_cells_equal_the_ones_it_sums(store: RunStore, clock: Any) -> None:
     _run(store, clock)
-    ledger = store.usage_ledger("r1")
-    assert [e.step_id for e in ledger] == ["a", "a", "a", "b"]
-    assert [e.cost for e in ledger] == [Decimal(x) for x in ("0.1", "0.02", "0.3", "0.05")]
-    assert [e.recorded_at for e in ledger] == [start + timedelta(seconds=s) for s in (1, 2, 3, 4)]
+    cells = store.usage_cells("r1", width_ms=1)
+    assert store.step_totals("r1", usage=step_usage(cells)) == store.step_totals("r1")
+    assert [t.step_id for t in store.step_totals("r1")] == ["a", "b"]
+
+
+def test_max_tokens_stops_and_last_recorded(store: RunStore, clock: Any) -> None:
+    start = clock.now
+    assert store.last_recorded("r1") is None
+    _run(store, clock)
+    assert store.max_tokens_stops("r1") == {"a": 1}
+    assert store.last_recorded("r1") == start + timedelta(seconds=4)
+
+
+def test_runs_spent_in_one_read(store: RunStore, clock: Any) -> None:
+    _run(store, clock)
+    store.start_run("r2", RunInfo(pipeline="p", policy="default", steps=()))
+    spent = store.runs_spent(["r1", "r2", "nope"])
+    assert spent == {"r1": Decimal("0.47"), "r2": 0, "nope": 0}
+    assert store.run_spent("r1") == Decimal("0.47")
+
+
+def test_bucket_width_covers_the_span_in_about_the_number_of_buckets() -> None:
+    start = datetime(2026, 5, 20, 23, 0, tzinfo=UTC)
+    assert bucket_width_ms(start, start + timedelta(hours=1), 200) == 18_000
+    assert bucket_width_ms(start, start, 200) == 1
+    assert bucket_width_ms(start, start - timedelta(seconds=5), 200) == 1
+    assert bucket_width_ms(start, start + timedelta(milliseconds=1001), 200) == 6

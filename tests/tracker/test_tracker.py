@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -135,9 +135,16 @@ def test_budget_stop_then_resume_keeps_limit_and_alerts(
     s2 = RunStore.open(state)
     t2 = Tracker.open(s2, "r1", make_info(), limits=limits, alert_at=D("0.5"), baseline=sonnet)
     assert t2.resumed
-    assert t2.budget.limits[0].prior == D("0.014")
+    assert s2.read_counter("run/r1") == (D("0.014"), 0, 0)  # the store holds the run's spend
+    assert t2.headroom() == D("0.006")
     with capture_logs() as logs:
-        t2.budget.settle(t2.budget.reserve(D("0.001"), label="x"), D("0.001"))
+        t2.record_batch(
+            [
+                Completed(
+                    "classify", request_key("classify", 3), 3, haiku, "haiku", "sync", USAGE, None
+                )
+            ]
+        )
     assert "budget.alert" not in [e["event"] for e in logs]  # fired in session 1 already
     with pytest.raises(BudgetExceeded):
         t2.dispatch(
@@ -145,7 +152,7 @@ def test_budget_stop_then_resume_keeps_limit_and_alerts(
             model=haiku.id, tier="haiku", mode="sync", upper_bound=D("0.01"),
         )  # fmt: skip
     summary, _ = t2.finish("budget_stopped")
-    assert summary.total.cost == D("0.014")  # both sessions, the store's view
+    assert summary.total.cost == D("0.021")  # both sessions, the store's view
     s2.close()
 
 
@@ -157,23 +164,25 @@ def test_day_limit_counts_other_runs(
     store.finish_run("earlier", "succeeded")
     clock.advance(minutes=5)
     limits = [LimitSpec(D("1"), "day"), LimitSpec(D("50"), "month", tag=("team", "support"))]
-    t = Tracker.open(
-        store, "now", make_info(tags={"team": "support"}), limits=limits, now=clock.now
-    )
-    assert [(lim.name, lim.prior) for lim in t.budget.limits] == [
-        ("day", D("0.995")),
-        ("month[team=support]", D("0.995")),
-    ]
+    t = Tracker.open(store, "now", make_info(tags={"team": "support"}), limits=limits)
+    assert store.read_counter("day/2026-05-20/pipeline/triage")[0] == D("0.995")
+    assert store.read_counter("month/2026-05/tag/team=support")[0] == D("0.995")
+    assert t.headroom() == D("0.005")
     with pytest.raises(BudgetExceeded) as info:
         t.dispatch(
             "classify", "k", 0, model=haiku.id, tier="haiku", mode="sync", upper_bound=D("0.01")
         )
-    assert info.value.limit == D("1")
-    # the next day the day limit starts afresh
-    t2 = Tracker.open(
-        store, "tomorrow", make_info(), limits=limits[:1], now=clock.now + timedelta(days=1)
+    assert (info.value.limit, info.value.limit_name, info.value.key) == (
+        D("1"),
+        "day",
+        "budget.per_day_usd",
     )
-    assert t2.budget.limits[0].prior == 0
+    assert info.value.resets_at == datetime(2026, 5, 21, tzinfo=UTC)
+    assert "raise budget.per_day_usd, or run again after 2026-05-21 00:00 UTC" in str(info.value)
+    # the next day the day limit starts afresh
+    clock.advance(days=1)
+    t2 = Tracker.open(store, "tomorrow", make_info(), limits=limits[:1])
+    assert t2.headroom() == D("1")
 
 
 def test_failure_releases_and_resume_replaces_counts(
@@ -285,7 +294,7 @@ def test_batch_results_delivered_twice_are_counted_once(
 
     s2 = RunStore.open(state)
     t2 = Tracker.open(s2, "r1", make_info(), limits=[LimitSpec(D("1"))])
-    assert t2.budget.limits[0].prior == D("0.0035")
+    assert s2.read_counter("run/r1") == (D("0.0035"), D("0.01"), 0)  # one still owed
     res2 = t2.resume_reservations()
     assert set(res2) == {reqs[1][0]}  # only the one still owed
     with capture_logs() as logs:
@@ -300,5 +309,6 @@ def test_batch_results_delivered_twice_are_counted_once(
     assert t2.budget.spent == D("0.0035")
     assert t2.budget.reserved == 0
     assert s2.run_spent("r1") == D("0.007")
+    assert s2.read_counter("run/r1") == (D("0.007"), 0, 0)
     assert t2.step_progress("classify").succeeded == 2
     s2.close()
