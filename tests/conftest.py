@@ -23,3 +23,12 @@ def _isolated_logging() -> Iterator[None]:
     """Commands configure structlog process-wide; every test starts from the defaults."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A ``postgresql://`` store URL with an empty schema of its own (a real server)."""
+    from tests.postgres import fresh_schema
+
+    with fresh_schema() as url:
+        yield url

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import fresh_schema
+
 from llmflow.catalog import ModelInfo, TokenUsage, load_catalog
 from llmflow.tracker.records import Response, RunInfo, StepPlan, request_key
 from llmflow.tracker.store import RunStore
@@ -32,11 +34,18 @@ def clock() -> Clock:
     return Clock(datetime(2026, 5, 20, 12, 0, tzinfo=UTC))
 
 
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[RunStore]:
-    s = RunStore.open(tmp_path / "state", clock=clock)
-    yield s
-    s.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[RunStore]:
+    """The run store on each database: SQLite in a directory, and a real PostgreSQL."""
+    if request.param == "sqlite":
+        s = RunStore.open(tmp_path / "state", clock=clock)
+        yield s
+        s.close()
+        return
+    with fresh_schema() as url:
+        s = RunStore.open(url, clock=clock, runs_dir=tmp_path / "state")
+        yield s
+        s.close()
 
 
 @pytest.fixture

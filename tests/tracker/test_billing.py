@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -10,7 +9,6 @@ import pytest
 
 from llmflow.catalog import ModelInfo, TokenUsage, load_catalog
 from llmflow.tracker import Completed, RunInfo, RunStore, Tracker, request_key, response_cost
-from llmflow.tracker.store import DB_NAME
 from llmflow.tracker.summary import baseline_cost
 
 D = Decimal
@@ -93,14 +91,14 @@ def test_record_response_passes_speed_and_residency_on(
         service_tier="standard", speed="fast", inference_geo="us",
     )  # fmt: skip
     assert amount == D("0.066")
-    with sqlite3.connect(store.state_dir / DB_NAME) as c:
+    with store.db.reading() as c:
         row = c.execute(
             "SELECT output_tokens, thinking_tokens, speed, inference_geo, cost_usd FROM requests"
         ).fetchone()
         ledger = c.execute(
             "SELECT output_tokens, thinking_tokens, speed, inference_geo, cost_usd FROM usage"
         ).fetchall()
-    assert row == (500, 400, "fast", "us", "0.066")
+    assert (*row[:4], D(row[4])) == (500, 400, "fast", "us", D("0.066"))
     assert ledger == [row]
 
 
@@ -116,7 +114,7 @@ def test_a_billed_failure_is_priced_by_the_same_rule(store: RunStore, make_info:
     assert store.run_spent("r1") == amount
     [totals] = [s for s in store.step_totals("r1") if s.step_id == "classify"]
     assert (totals.usage.thinking, totals.failed) == (600, 1)
-    with sqlite3.connect(store.state_dir / DB_NAME) as c:
+    with store.db.reading() as c:
         assert c.execute("SELECT thinking_tokens, inference_geo FROM usage").fetchall() == [
             (600, "us")
         ]

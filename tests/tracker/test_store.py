@@ -27,11 +27,13 @@ MakeResponse = Callable[..., Response]
 
 
 def test_wal_mode_and_files(store: RunStore, make_info: MakeInfo) -> None:
-    assert store.journal_mode() == "wal"
+    if store.db.dialect == "sqlite":
+        assert store.journal_mode() == "wal"
+        assert (store.state_dir / DB_NAME).exists()
     store.start_run("r1", make_info())
-    assert (store.state_dir / DB_NAME).exists()
+    store.finish_run("r1", "succeeded")
     assert (store.state_dir / "runs" / "r1").is_dir()
-    assert store.get_run("r1").status == "running"
+    assert store.get_run("r1").status == "succeeded"
 
 
 def test_reopen_sees_finished_keys(
@@ -62,13 +64,14 @@ def test_run_ids_and_pipelines_are_checked(
         store.resume_run("nope", make_info())
     with pytest.raises(ValueError):
         store.start_run("../evil", make_info())
-    # a second process (here: a second store) cannot run the same run concurrently
-    other = RunStore.open(tmp_path / "state")
-    with pytest.raises(RunStoreError, match="another process"):
+    if store.db.dialect == "sqlite":
+        # a second process (here: a second store) cannot run the same run concurrently
+        other = RunStore.open(tmp_path / "state")
+        with pytest.raises(RunStoreError, match="another process"):
+            other.resume_run("r1", make_info())
+        store.finish_run("r1", "partial")  # releases the lock
         other.resume_run("r1", make_info())
-    store.finish_run("r1", "partial")  # releases the lock
-    other.resume_run("r1", make_info())
-    other.close()
+        other.close()
 
 
 def test_resume_keeps_whole_history(
