@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import fresh_schema
-
 from llmflow.catalog import ModelInfo, TokenUsage, load_catalog
 from llmflow.tracker.records import Response, RunInfo, StepPlan, request_key
 from llmflow.tracker.store import RunStore
+from tests.postgres import fresh_schema
 
 
 class Clock:
