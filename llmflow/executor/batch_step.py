@@ -154,7 +154,7 @@ class BatchStep:
         limits = self.ctx.policy.limits
         submitted: list[str] = []
         for chunk in chunk_requests(pairs(), max_requests=limits.batch_chunk_requests):
-            entries = [(key, index_of.pop(key), params) for key, params in chunk]
+            entries = self._claimed([(key, index_of.pop(key), params) for key, params in chunk])
             del chunk
             while entries and not self.ctx.stopping:
                 batch_id, entries = await self._submit_chunk(entries)
@@ -164,6 +164,17 @@ class BatchStep:
             if self.ctx.stopping:
                 break
         return submitted
+
+    def _claimed(self, entries: list[Work]) -> list[Work]:
+        """The entries this worker claimed (all of them on a store of one worker)."""
+        ctx = self.ctx
+        if not ctx.shared or ctx.worker_id is None:
+            return entries
+        step_id = self.route.step_id
+        held = ctx.tracker.store.claim(
+            ctx.tracker.run_id, [(step_id, key, index) for key, index, _ in entries], ctx.worker_id
+        )
+        return [e for e in entries if e[0] in held]
 
     async def _submit_chunk(self, entries: list[Work]) -> tuple[str | None, list[Work]]:
         """Reserve and submit as much of ``entries`` as the budget allows: the batch id

@@ -12,6 +12,7 @@ import structlog
 
 from llmflow.catalog import Catalog, ModelInfo
 from llmflow.errors import BudgetExceeded
+from llmflow.executor.coworkers import WorkerSession
 from llmflow.executor.pacing import RatePacer
 from llmflow.executor.retry import Backoff
 from llmflow.planner import RequestTemplate, steps_namespace, tier_model
@@ -113,6 +114,7 @@ class RunContext:
     detach: bool = False  # batches are submitted and polled once, not waited for
     shared: bool = False  # other workers may run this run (a shared store)
     pending_steps: set[str] = field(default_factory=set)
+    worker: WorkerSession | None = None
     _waited_for_others: float = 0.0
     _steps_namespace: dict[str, dict[str, Any]] | None = None
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -132,6 +134,17 @@ class RunContext:
             self.stop_reason = reason
             self._stopped.set()
             _log.warning("run.stopping", run_id=self.tracker.run_id, reason=reason)
+
+    @property
+    def worker_id(self) -> str | None:
+        return None if self.worker is None else self.worker.worker_id
+
+    async def step_settled(self, step_id: str) -> bool:
+        """Wait for other workers' requests of the step (a shared store); True when dead
+        workers' requests were taken back and the step needs another pass."""
+        if self.worker is None:
+            return False
+        return await self.worker.step_settled(step_id, self._stopped)
 
     @property
     def interrupted(self) -> bool:

@@ -23,6 +23,7 @@ from llmflow.catalog import Catalog
 from llmflow.errors import BackendError, BudgetExceeded, LlmflowError
 from llmflow.executor.batch_step import BatchStep
 from llmflow.executor.context import Observer, RunContext, StepRoute
+from llmflow.executor.coworkers import WorkerSession
 from llmflow.executor.items import step_item_count, step_items
 from llmflow.executor.retry import Backoff
 from llmflow.executor.sync_step import SyncStep
@@ -33,6 +34,7 @@ from llmflow.spec.routing import resolve_route
 from llmflow.tracker import LimitSpec, RunInfo, RunStore, RunSummary, Tracker, request_key
 from llmflow.tracker import StepPlan as TrackedStep
 from llmflow.tracker.records import FinalStatus
+from llmflow.tracker.workers import new_worker_id
 
 _log = structlog.get_logger("llmflow.executor")
 
@@ -156,10 +158,12 @@ async def execute(
     """
     policy = request.policy_file.policy
     baseline = tier_model(policy, policy.baseline_tier, request.catalog)
+    worker_id = new_worker_id()
     tracker = Tracker.open(
-        request.store, request.run_id, run_info(request),
-        limits=limits_of(request), alert_at=policy.budget.alert_at, baseline=baseline,
+        request.store, request.run_id, run_info(request), limits=limits_of(request),
+        alert_at=policy.budget.alert_at, baseline=baseline, worker_id=worker_id,
     )  # fmt: skip
+    worker = WorkerSession(tracker, request.store.shared, worker_id)
     ctx = RunContext(
         client=request.client,
         tracker=tracker,
@@ -170,9 +174,11 @@ async def execute(
         backoff=request.backoff,
         detach=request.detach,
         shared=request.store.shared,
+        worker=worker,
     )
     if observer is not None:
         ctx.observer = observer
+    worker.start()
     ctx.observer.run_started(tracker)
     watcher = asyncio.create_task(_watch(interrupt, ctx)) if interrupt is not None else None
     routes = _routes(request)
@@ -198,10 +204,13 @@ async def execute(
     finally:
         if watcher is not None:
             watcher.cancel()
+        await worker.stop_heartbeat()
     if error is None and isinstance(ctx.backend_error, LlmflowError):
         error = ctx.backend_error
-    status = _status(ctx, incomplete)
-    summary, path = tracker.finish(status)
+    mine = _status(ctx, incomplete)
+    detail = str(ctx.budget_error or error or "") or None
+    status, writer = await worker.final_status(mine, detail)
+    summary, path = tracker.finish(status, write=writer)
     if bug is not None:
         raise bug  # a defect, not bad input: the run is recorded as failed first
     exit_code = EXIT_CODES[status]
@@ -272,16 +281,24 @@ async def _run_step(
     pending = False
     if route.mode == "batch":
         batches = BatchStep(ctx, route, lambda wanted: _items_at(ctx, step_id, wanted))
-        open_batches = [b for b in store.open_batches(run_id) if b.step_id == step_id]
+        open_batches = [
+            b for b in store.open_batches(run_id, worker_id=ctx.worker_id if ctx.shared else None)
+            if b.step_id == step_id
+        ]  # fmt: skip
         if open_batches:
             await batches.resume(open_batches)
-        if not ctx.stopping:
+        passes = True
+        while passes and not ctx.stopping:
             finished = store.finished_keys(run_id, step_id, in_flight=True)
             await batches.run(_pending_items(ctx, step_id, finished))
+            passes = not batches.pending and await ctx.step_settled(step_id)
         pending = batches.pending
     elif not ctx.stopping:
-        finished = store.finished_keys(run_id, step_id, in_flight=ctx.shared)
-        await SyncStep(ctx, route, slots=slots).run(_pending_items(ctx, step_id, finished))
+        passes = True
+        while passes and not ctx.stopping:
+            finished = store.finished_keys(run_id, step_id, in_flight=ctx.shared)
+            await SyncStep(ctx, route, slots=slots).run(_pending_items(ctx, step_id, finished))
+            passes = await ctx.step_settled(step_id)
     records = store.step_output_records(run_id, step_id)
     if len(records) == total:
         ctx.set_outputs(step_id, [r.output for r in records])

@@ -71,6 +71,13 @@ class SyncStep:
                 if not group:
                     self._release_slots(free)
                     break
+                claimed = self._claimed(group)
+                if len(claimed) < len(group):  # other workers hold the rest
+                    self._release_slots(len(group) - len(claimed))
+                    free -= len(group) - len(claimed)
+                    group = claimed
+                    if not group:
+                        continue
                 sent, refusal = await self._dispatch(group)
                 self._release_slots(free - len(sent))
                 for (index, key, _), dispatched in zip(group, sent, strict=False):
@@ -85,6 +92,17 @@ class SyncStep:
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _claimed(self, group: list[tuple[int, str, Any]]) -> list[tuple[int, str, Any]]:
+        """The part of ``group`` this worker claimed (all of it on a store of one worker)."""
+        ctx = self.ctx
+        if not ctx.shared or ctx.worker_id is None:
+            return group
+        step_id = self.route.step_id
+        held = ctx.tracker.store.claim(
+            ctx.tracker.run_id, [(step_id, key, index) for index, key, _ in group], ctx.worker_id
+        )
+        return [g for g in group if g[1] in held]
 
     async def _free_slots(self) -> int:
         """Wait for one concurrency slot, then take every other one that is free."""

@@ -48,6 +48,7 @@ from llmflow.tracker.store_ops import add_unrecorded
 from llmflow.tracker.store_queries import USAGE_SUMS, QueriesMixin
 from llmflow.tracker.store_requests import RequestsMixin, token_usage
 from llmflow.tracker.summary import RunSummary, build_summary
+from llmflow.tracker.workers import WorkersMixin
 
 try:  # POSIX; elsewhere runs are not protected against two concurrent processes
     import fcntl
@@ -86,7 +87,7 @@ class LedgerEntry:
     cost: Decimal
 
 
-class RunStore(RequestsMixin, QueriesMixin):
+class RunStore(RequestsMixin, QueriesMixin, WorkersMixin):
     """Persistent state of every run under one state directory."""
 
     def __init__(self, runs_dir: Path, db: Database, clock: Callable[[], datetime]) -> None:
@@ -211,9 +212,16 @@ class RunStore(RequestsMixin, QueriesMixin):
         return self.get_run(run_id)
 
     def open_run(self, run_id: str, info: RunInfo) -> tuple[RunRecord, bool]:
-        """Start the run, or resume it if it exists; the flag is True on resume."""
+        """Start the run, or resume (or join) it if it exists; the flag is True then.
+
+        Two workers starting the same run at once: one creates it, the other joins.
+        """
         if self.find_run(run_id) is None:
-            return self.start_run(run_id, info), False
+            try:
+                return self.start_run(run_id, info), False
+            except RunStoreError:
+                if self.find_run(run_id) is None:
+                    raise
         return self.resume_run(run_id, info), True
 
     @staticmethod
@@ -232,7 +240,10 @@ class RunStore(RequestsMixin, QueriesMixin):
             )  # fmt: skip
 
     def finish_run(self, run_id: str, status: FinalStatus) -> RunRecord:
-        """Set the final status, write every step's outputs JSONL, release the lock."""
+        """Set the final status, write every step's outputs JSONL, release the lock.
+
+        ``pending`` (batches still running, ``--detach``) is not an end: the next run of
+        the id collects them."""
         with self._tx() as c:
             c.execute(
                 "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ?",

@@ -263,19 +263,32 @@ class RequestsMixin(StoreBase):
             )
             c.execute("DELETE FROM batches WHERE run_id = ? AND batch_id = ?", (run_id, intent_id))
 
-    def open_batches(self, run_id: str) -> list[BatchRecord]:
-        """Submitted batches not yet marked ended, oldest first (to poll on resume)."""
-        return self._batches(run_id, "AND ended_at IS NULL")
+    def open_batches(self, run_id: str, *, worker_id: str | None = None) -> list[BatchRecord]:
+        """Batches (and intents) not yet marked ended, oldest first (to poll on resume).
+
+        With ``worker_id``, only those nobody else alive holds; they become this
+        worker's (a live worker polls its own batches)."""
+        if worker_id is None:
+            return self._batches(run_id, "AND ended_at IS NULL")
+        now = self._now()
+        with self._tx() as c:
+            c.execute(
+                "UPDATE batches SET worker_id = ? WHERE run_id = ? AND ended_at IS NULL AND"
+                " (worker_id IS NULL OR worker_id NOT IN (SELECT worker_id FROM workers WHERE"
+                " run_id = ? AND ended_at IS NULL AND lease_until >= ? AND worker_id <> ?))",
+                (worker_id, run_id, run_id, now, worker_id),
+            )
+        return self._batches(run_id, "AND ended_at IS NULL AND worker_id = ?", (worker_id,))
 
     def batches(self, run_id: str) -> list[BatchRecord]:
         return self._batches(run_id, "")
 
-    def _batches(self, run_id: str, where: str) -> list[BatchRecord]:
+    def _batches(self, run_id: str, where: str, args: tuple[str, ...] = ()) -> list[BatchRecord]:
         rows = self._read(
             lambda c: c.execute(
                 "SELECT step_id, batch_id, status, submitted_at, ended_at, request_keys"
                 f" FROM batches WHERE run_id = ? {where} ORDER BY submitted_at, batch_id",
-                (run_id,),
+                (run_id, *args),
             ).fetchall()
         )
         return [

@@ -600,17 +600,22 @@ class Tracker:
     def summary(self) -> RunSummary:
         return build_summary(self.store, self.run_id, baseline=self.baseline)
 
-    def finish(self, status: FinalStatus) -> tuple[RunSummary, Path]:
+    def finish(self, status: FinalStatus, *, write: bool = True) -> tuple[RunSummary, Path]:
         """Close the run: final status, outputs JSONL, ``summary.json``.
 
         Call it once in-flight work has settled; open reservations left at this
-        point are logged as the error event ``budget.unsettled_at_finish``.
+        point are logged as the error event ``budget.unsettled_at_finish``. A worker
+        that is not the one closing a shared run passes ``write=False``: it reads the
+        summary the store holds.
         """
         left = self.budget.open_reservations
         if left:
             _log.error("budget.unsettled_at_finish", run_id=self.run_id, reservations=left)
         try:
-            self.run = self.store.finish_run(self.run_id, status)
+            if write:
+                self.run = self.store.finish_run(self.run_id, status)
+            else:
+                self.run = self.store.get_run(self.run_id)
         except RunStoreError:
             _log.error("run.finish_failed", run_id=self.run_id, status=status)
             raise
