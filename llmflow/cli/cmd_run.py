@@ -34,7 +34,8 @@ _HELP = (
     "Execute a pipeline; every token is recorded and the budget is never overspent.\n\n"
     "Exit codes: 0 all succeeded · 1 some items failed (resumable) · 2 invalid"
     " configuration or input · 3 stopped by the budget (resumable) · 4 backend unusable"
-    " (no key, auth refused, unreachable) · 130 interrupted (resumable).\n\n"
+    " (no key, auth refused, unreachable) · 75 pending: --detach left batches running"
+    " (run the same --run-id again to collect) · 130 interrupted (resumable).\n\n"
     "Re-run with the same --run-id to resume: finished requests are not sent again."
     " A run that does not succeed prints the command that resumes it. Examples:\n\n"
     "llmflow run pipelines/support-triage.yaml --policy policies/default.yaml"
@@ -78,6 +79,13 @@ def run(
         "--log-format",
         help="console: progress for people; json: one JSON event per line on stderr"
         " (for schedulers).",
+    ),
+    detach: bool = typer.Option(
+        False,
+        "--detach",
+        help="Submit every batch chunk, record the batch ids and exit 75 (pending) instead"
+        " of waiting for them; run the same --run-id again to collect (it polls once, then"
+        " finishes or exits 75 again).",
     ),
     inputs: list[str] = typer.Option(
         [],
@@ -124,7 +132,7 @@ def run(
             plan = await build_plan_async(pipeline_file, policy_file, inputs=given, catalog=catalog)
             request = RunRequest(
                 pipeline_file, policy_file, plan, catalog, client, store, the_run_id, given,
-                budget_usd=limit,
+                budget_usd=limit, detach=detach,
             )  # fmt: skip
             interrupt = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -145,7 +153,7 @@ def run(
             store.close()
     resume = ResumeArgs(
         pipeline, policy, backend.value, the_run_id, store_spec, inputs, budget=budget,
-        log_format=log_format.value,
+        log_format=log_format.value, detach=detach,
     )  # fmt: skip
     _finish(console, outcome, resume)
 
@@ -166,6 +174,8 @@ def _finish(console: Console, outcome: RunOutcome, resume: ResumeArgs) -> None:
         stderr.print(f"error: {outcome.error}", markup=False)
     if outcome.status == "budget_stopped":
         _explain_budget_stop(outcome, resume)
+    if outcome.status == "pending":
+        stderr.print(f"batches are still running; collect with: {resume.command()}", markup=False)
     if outcome.status in ("partial", "budget_stopped", "interrupted", "failed"):
         when = f" ({resume.when})" if resume.when else ""
         stderr.print(f"resume with{when}: {resume.command()}", markup=False)
@@ -225,6 +235,7 @@ class ResumeArgs:
     budget: str | None = None
     log_format: str = LogFormat.console.value
     when: str | None = None  # a condition the resume needs (a period reset, say)
+    detach: bool = False
 
     def command(self) -> str:
         parts = [_program(), "run", str(self.pipeline), "--policy", str(self.policy)]
@@ -237,6 +248,8 @@ class ResumeArgs:
             parts += ["--budget", self.budget]
         if self.log_format != LogFormat.console.value:
             parts += ["--log-format", self.log_format]
+        if self.detach:
+            parts += ["--detach"]
         return shlex.join(parts)
 
 

@@ -30,7 +30,9 @@ def _ratio_text(value: Decimal) -> str:
 
 Money = Annotated[Decimal, PlainSerializer(format_usd, return_type=str, when_used="json")]
 Ratio = Annotated[Decimal, PlainSerializer(_ratio_text, return_type=str, when_used="json")]
-SummaryStatus = Literal["succeeded", "partial", "budget_stopped", "failed", "interrupted"]
+SummaryStatus = Literal[
+    "succeeded", "partial", "budget_stopped", "failed", "interrupted", "pending"
+]
 
 
 class _Model(BaseModel):

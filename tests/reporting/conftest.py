@@ -1,4 +1,5 @@
-"""Fixtures for the reporting tests: a run store on a tmp dir with a settable clock."""
+"""Fixtures for the reporting tests: a run store with a settable clock, on SQLite (a tmp
+dir) and on a real PostgreSQL (the report's SQL is the same on both)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,16 @@ def clock(builders: ModuleType) -> object:
     return builders.Clock()
 
 
-@pytest.fixture
-def store(tmp_path: Path, clock: object) -> Iterator[RunStore]:
-    s = RunStore.open(tmp_path / "state", clock=clock)  # type: ignore[arg-type]
-    yield s
-    s.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: object) -> Iterator[RunStore]:
+    if request.param == "sqlite":
+        s = RunStore.open(tmp_path / "state", clock=clock)  # type: ignore[arg-type]
+        yield s
+        s.close()
+        return
+    from tests.postgres import fresh_schema
+
+    with fresh_schema() as url:
+        s = RunStore.open(url, clock=clock, runs_dir=tmp_path / "state")  # type: ignore[arg-type]
+        yield s
+        s.close()
