@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
+
+from llmflow.catalog import format_usd
+from llmflow.errors import ConfigError, Diagnostic
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,6 +33,24 @@ def parse_inputs(pairs: list[str]) -> dict[str, str]:
 
 #: Width of tables written to a file or a pipe instead of a terminal.
 PIPE_WIDTH = 160
+
+
+def parse_budget(text: str | None) -> Decimal | None:
+    """``--budget USD`` as a positive Decimal (a leading ``$`` is fine); ConfigError else."""
+    if text is None:
+        return None
+    try:
+        value = Decimal(text.lstrip("$"))
+    except InvalidOperation:
+        raise option_error("--budget", f"not an amount in USD: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise option_error("--budget", f"must be a positive amount, got {format_usd(value)}")
+    return value
+
+
+def option_error(option: str, message: str) -> ConfigError:
+    """A bad command-line value, reported like a configuration error (exit 2)."""
+    return ConfigError([Diagnostic("<command line>", 1, 1, option, message)])
 
 
 def table_console() -> Console:

@@ -47,6 +47,13 @@ def shown(store: str) -> str:
     return redact(store) if is_url(store) else store
 
 
+def store_exists(store: str) -> bool:
+    """Whether there is a store to read (a URL always; a directory once it has one)."""
+    from llmflow.tracker.store import DB_NAME
+
+    return is_url(store) or (Path(store) / DB_NAME).is_file()
+
+
 def open_store(store: str, *, existing: bool = False) -> RunStore:
     """Open the run store; with ``existing``, a directory without a store is an error
     (exit 2) instead of a new empty store (reports and listings only read)."""

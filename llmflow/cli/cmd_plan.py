@@ -15,12 +15,17 @@ from typing import TYPE_CHECKING
 import typer
 
 from llmflow.cli._app import app
-from llmflow.cli._inputs import Backend, parse_inputs
+from llmflow.cli._inputs import Backend, parse_budget, parse_inputs
+from llmflow.cli._store import open_store, store_exists, store_option
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from llmflow.catalog import Catalog
     from llmflow.planner import Plan
     from llmflow.spec.loader import PipelineFile, PolicyFile
+    from llmflow.spec.policy import Policy
+    from llmflow.tracker import LimitSpec
 
 
 class PlanFormat(StrEnum):
@@ -63,8 +68,35 @@ _HELP = (
     "llmflow plan pipelines/contract-qa.yaml -p policies/default.yaml --exact-tokens"
     " --backend emulator\n\n"
     "llmflow plan pipelines/nightly-doc-summaries.yaml -p policies/overnight-etl.yaml"
-    " --input week=2026-W48"
+    " --input week=2026-W48 --store postgresql://llmflow@db/llmflow"
 )
+
+
+def with_period_spend(
+    result: Plan, policy: Policy, budget: Decimal | None, store_spec: str
+) -> Plan:
+    """The plan's budget check with ``--budget`` and what each period's scope already
+    spent and holds in the store (nothing when there is no store yet)."""
+    from datetime import UTC, datetime
+
+    from llmflow.planner.budget_check import budget_plan, policy_limits
+    from llmflow.tracker.store_budget import RunScopes
+
+    limits = policy_limits(policy, budget)
+    if not store_exists(store_spec):
+        checked = budget_plan(result, limits, now=datetime.now(UTC))
+        return result.model_copy(update={"budget": checked})
+    with open_store(store_spec) as store:
+        day = store.day()
+        scopes = RunScopes("plan", result.pipeline, tuple(sorted(policy.tags.items())))
+
+        def spend_of(spec: LimitSpec) -> tuple[Decimal, Decimal]:
+            key = scopes.scope(spec.period, day, spec.tag)
+            spent, reserved, unrecorded = store.read_counter(key)
+            return spent + unrecorded, reserved
+
+        checked = budget_plan(result, limits, spend_of=spend_of, now=store.now())
+    return result.model_copy(update={"budget": checked})
 
 
 @app.command("plan", help=_HELP)
@@ -95,6 +127,16 @@ def plan(
         help="Where --exact-tokens counts: anthropic (needs ANTHROPIC_API_KEY) or emulator"
         " (in-process, no key). Ignored without --exact-tokens.",
     ),
+    budget: str | None = typer.Option(
+        None,
+        "--budget",
+        metavar="USD",
+        help="Per-run budget to check the plan against (as `llmflow run --budget`).",
+    ),
+    store_spec: str = store_option(
+        "Run store whose per-day and per-month spend the budget check counts (as `llmflow"
+        " run --store`; read only). Default: $LLMFLOW_STORE, else .llmflow."
+    ),
 ) -> None:
     """Resolve a pipeline under a policy and price it; nothing is sent."""
 
@@ -106,12 +148,14 @@ def plan(
 
     inputs = parse_inputs(input_values)
     with reported_errors():
+        limit = parse_budget(budget)
         pipeline_file, policy_file, catalog = load_config(pipeline, policy, inputs)
         assert policy_file is not None  # --policy is required
         if exact_tokens:
             result = asyncio.run(_exact_plan(backend, pipeline_file, policy_file, inputs, catalog))
         else:
             result = build_plan(pipeline_file, policy_file, inputs=inputs, catalog=catalog).plan
+        result = with_period_spend(result, policy_file.policy, limit, store_spec)
     if output_format is PlanFormat.json:
         typer.echo(result.to_json(), nl=False)
     else:

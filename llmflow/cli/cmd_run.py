@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +18,9 @@ import typer
 from llmflow.catalog import format_usd
 from llmflow.cli._app import app
 from llmflow.cli._errors import reported_errors, stderr
-from llmflow.cli._inputs import Backend, parse_inputs
+from llmflow.cli._inputs import Backend, option_error, parse_budget, parse_inputs
 from llmflow.cli._logging import LogFormat, configure_logging
 from llmflow.cli._store import DEFAULT_STORE, open_store, store_option
-from llmflow.errors import ConfigError, Diagnostic, LlmflowError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -113,7 +112,7 @@ def run(
     console = Console(highlight=False, soft_wrap=True)
     with reported_errors():
         given = parse_inputs(inputs)
-        limit = _budget(budget)
+        limit = parse_budget(budget)
         pipeline_file, policy_file, catalog = load_config(pipeline, policy, given)
         assert policy_file is not None
         try:
@@ -122,7 +121,7 @@ def run(
                 faults=parse_faults(emulator_faults), retry_after_seconds=0,
             )  # fmt: skip
         except ValueError as exc:
-            raise _option_error("--emulator-faults", str(exc)) from None
+            raise option_error("--emulator-faults", str(exc)) from None
         client = client_for(backend.value, emulator=emulator)
         the_run_id = run_id or new_run_id()
         store = open_store(store_spec)
@@ -271,19 +270,3 @@ def _program() -> str:
         return str(Path(argv0).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(Path(argv0).resolve())
-
-
-def _budget(text: str | None) -> Decimal | None:
-    if text is None:
-        return None
-    try:
-        value = Decimal(text.lstrip("$"))
-    except InvalidOperation:
-        raise _option_error("--budget", f"not an amount in USD: {text!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise _option_error("--budget", f"must be a positive amount, got {format_usd(value)}")
-    return value
-
-
-def _option_error(option: str, message: str) -> LlmflowError:
-    return ConfigError([Diagnostic("<command line>", 1, 1, option, message)])

@@ -28,6 +28,7 @@ from llmflow.executor.items import step_item_count, step_items
 from llmflow.executor.retry import Backoff
 from llmflow.executor.sync_step import SyncStep
 from llmflow.planner import PlanResult, inputs_namespace, tier_model
+from llmflow.planner.budget_check import policy_limits
 from llmflow.spec.dag import step_dependencies
 from llmflow.spec.loader import PipelineFile, PolicyFile
 from llmflow.spec.routing import resolve_route
@@ -80,21 +81,7 @@ class RunRequest:
 
 def limits_of(request: RunRequest) -> list[LimitSpec]:
     """The policy's budgets (``--budget`` replaces the per-run one)."""
-    budget = request.policy_file.policy.budget
-    tags = request.policy_file.policy.tags
-    tag = None
-    if budget.scope_tag is not None and budget.scope_tag in tags:
-        tag = (budget.scope_tag, tags[budget.scope_tag])
-    limits: list[LimitSpec] = []
-    if request.budget_usd is not None:
-        limits.append(LimitSpec(request.budget_usd, key="--budget"))
-    elif budget.per_run_usd is not None:
-        limits.append(LimitSpec(budget.per_run_usd, key="budget.per_run_usd"))
-    if budget.per_day_usd is not None:
-        limits.append(LimitSpec(budget.per_day_usd, "day", tag, key="budget.per_day_usd"))
-    if budget.per_month_usd is not None:
-        limits.append(LimitSpec(budget.per_month_usd, "month", tag, key="budget.per_month_usd"))
-    return limits
+    return policy_limits(request.policy_file.policy, request.budget_usd)
 
 
 def run_info(request: RunRequest) -> RunInfo:

@@ -77,10 +77,22 @@ class TotalPlan(_Model):
     savings_pct: Money
 
 
-class BudgetPlan(_Model):
-    """Whether the plan fits the policy's per-run budget (no limit always fits)."""
+class LimitPlan(_Model):
+    """One budget limit that applies: ``spent`` (with money possibly billed but
+    unrecorded) and ``reserved`` (in flight now) in its current period."""
 
-    limit: Money | None
+    name: str
+    key: str
+    limit: Money
+    spent: Money
+    reserved: Money
+    resets_at: str | None
+
+
+class BudgetPlan(_Model):
+    """Whether the plan fits what every limit has left (no limit always fits)."""
+
+    limits: list[LimitPlan]
     fits_expected: bool
     fits_max: bool
 

@@ -19,12 +19,14 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from llmflow.catalog import Catalog, ModelInfo, TokenUsage, cost, format_usd, load_catalog
 from llmflow.catalog.rules import ThinkingMode, effective_effort, thinking_mode
 from llmflow.errors import DatasetError
+from llmflow.planner.budget_check import budget_plan, policy_limits
 from llmflow.planner.cache import (
     BATCH_SECONDS,
     MAX_BREAKPOINTS,
@@ -443,7 +445,6 @@ def price(resolution: Resolution, exact: Mapping[str, ExactCounts] | None = None
             )
         clock = max(ends)
     expected, maximum, baseline = totals
-    limit = policy.budget.per_run_usd
     plan = Plan(
         pipeline=resolution.pipeline_name,
         policy=resolution.policy_name,
@@ -455,13 +456,10 @@ def price(resolution: Resolution, exact: Mapping[str, ExactCounts] | None = None
             cost_baseline=format_usd(baseline),
             savings_pct=format(savings_pct(baseline, expected), "f"),
         ),
-        budget=BudgetPlan(
-            limit=None if limit is None else format_usd(limit),
-            fits_expected=limit is None or expected <= limit,
-            fits_max=limit is None or maximum <= limit,
-        ),
+        budget=BudgetPlan(limits=[], fits_expected=True, fits_max=True),
     )
-    return PlanResult(plan, templates)
+    checked = budget_plan(plan, policy_limits(policy), now=datetime.now(UTC))
+    return PlanResult(plan.model_copy(update={"budget": checked}), templates)
 
 
 def _cache_marks(rs: ResolvedStep, marks: list[int], choice: CacheChoice) -> CacheMarks:

@@ -118,14 +118,23 @@ def plan_table(plan: Plan, *, tokens: bool = True) -> Table:
 
 
 def budget_line(plan: Plan) -> Text:
-    """One line: the budget and whether the expected and max costs fit it."""
+    """The limits that apply, what each period already spent, and whether the expected
+    and max costs fit what is left."""
     budget = plan.budget
-    if budget.limit is None:
-        return Text("budget: no per-run limit in the policy")
+    if not budget.limits:
+        return Text("budget: no limit in the policy")
     ok = budget.fits_expected and budget.fits_max
     style = "green" if ok else ("yellow" if budget.fits_expected else "red")
+    parts = []
+    for lim in budget.limits:
+        held = ""
+        if lim.name != "run":
+            held = f" (spent {usd(lim.spent)}"
+            held += f", reserved {usd(lim.reserved)}" if lim.reserved != "0" else ""
+            held += ")"
+        parts.append(f"{lim.name} {usd(lim.limit)}{held} [{lim.key}]")
     return Text(
-        f"budget ${budget.limit} per run: expected {usd(plan.total.cost_expected)}"
+        f"budget: {'; '.join(parts)} · expected {usd(plan.total.cost_expected)}"
         f" {'fits' if budget.fits_expected else 'DOES NOT FIT'}; max"
         f" {usd(plan.total.cost_max)} {'fits' if budget.fits_max else 'does not fit'}",
         style=style,

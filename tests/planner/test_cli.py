@@ -16,7 +16,9 @@ ARGS = [str(FIXTURES / "triage.yaml"), "--policy", str(FIXTURES / "policy.yaml")
 def test_table() -> None:
     result = CliRunner().invoke(app, ["plan", *ARGS])
     assert result.exit_code == 0, result.output
-    assert "classify" in result.output and "budget $2 per run" in result.output
+    assert (
+        "classify" in result.output and "budget: run $2.0000 [budget.per_run_usd]" in result.output
+    )
 
 
 def test_json_is_the_contract() -> None:

@@ -120,7 +120,14 @@ def test_policy_overrides_catalog_prices(make_pair: PairMaker) -> None:
 
 def test_budget_fits(make_pair: PairMaker) -> None:
     plan = plan_of(make_pair, 3, {**POLICY, "budget": {"per_run_usd": "0.05"}})
-    assert plan.budget.model_dump() == {"limit": "0.05", "fits_expected": True, "fits_max": False}
+    assert plan.budget.model_dump() == {
+        "limits": [
+            {"name": "run", "key": "budget.per_run_usd", "limit": "0.05", "spent": "0",
+             "reserved": "0", "resets_at": None}
+        ],
+        "fits_expected": True,
+        "fits_max": False,
+    }  # fmt: skip
     assert plan.total.savings_pct == "83.8"
 
 
