@@ -1,14 +1,14 @@
 """``llmflow report [RUN_ID|--last]`` and ``llmflow runs``: what runs cost, and why.
 
-Both read the run store under ``--state-dir`` (the one ``llmflow run`` writes) and
-never change it. Exit 0, or 2 when there is no store, no run, or no such run id.
+Both read the run store of ``--store`` (a directory, alias ``--state-dir``, or a
+``postgresql://`` URL: the one ``llmflow run`` writes) and never change it.
+Exit 0, or 2 when there is no store, no run, or no such run id.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -16,14 +16,11 @@ import typer
 from llmflow.cli._app import app
 from llmflow.cli._errors import reported_errors
 from llmflow.cli._inputs import table_console
+from llmflow.cli._store import open_store, shown, store_option
 from llmflow.errors import RunStoreError
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from llmflow.tracker import RunStore
-
-DEFAULT_STATE_DIR = Path(".llmflow")
 
 
 class ReportFormat(StrEnum):
@@ -36,18 +33,6 @@ class ReportFormat(StrEnum):
 class RunsFormat(StrEnum):
     table = "table"
     json = "json"
-
-
-def open_store(state_dir: Path) -> RunStore:
-    """The run store under ``state_dir``; RunStoreError (exit 2) if there is none."""
-    from llmflow.tracker.store import DB_NAME, RunStore
-
-    if not (state_dir / DB_NAME).is_file():
-        raise RunStoreError(
-            f"no run store in {state_dir} (no {DB_NAME}); point --state-dir at the directory"
-            " `llmflow run` used; `llmflow runs --state-dir DIR` lists its runs"
-        )
-    return RunStore.open(state_dir)
 
 
 def _ratio(text: str | None) -> Decimal | None:
@@ -72,9 +57,7 @@ def _console() -> Console:
 def report(
     run_id: str | None = typer.Argument(None, help="Run id (see `llmflow runs`)."),
     last: bool = typer.Option(False, "--last", help="Report the newest run (the default)."),
-    state_dir: Path = typer.Option(
-        DEFAULT_STATE_DIR, "--state-dir", help="Run store directory of `llmflow run`."
-    ),
+    store_spec: str = store_option(),
     output_format: ReportFormat = typer.Option(
         ReportFormat.table,
         "--format",
@@ -105,17 +88,17 @@ def report(
     if run_id is not None and last:
         raise typer.BadParameter("give a RUN_ID or --last, not both", param_hint="--last")
     threshold = _ratio(min_hit_ratio)
-    with reported_errors(), open_store(state_dir) as store:
+    with reported_errors(), open_store(store_spec, existing=True) as store:
         if run_id is None:
             newest = store.last_run()
             if newest is None:
-                raise RunStoreError(f"no runs in {state_dir}; `llmflow runs` lists them")
+                raise RunStoreError(f"no runs in {shown(store_spec)}; `llmflow runs` lists them")
             run_id = newest.run_id
         record = store.find_run(run_id)
         if record is None:
+            where = shown(store_spec)
             raise RunStoreError(
-                f"no run {run_id!r} in {state_dir}; `llmflow runs --state-dir {state_dir}`"
-                " lists the run ids"
+                f"no run {run_id!r} in {where}; `llmflow runs --store {where}` lists the run ids"
             )
         settings = load_settings(record.policy_path, load_catalog(), min_hit_ratio=threshold)
         if output_format is ReportFormat.json:
@@ -132,9 +115,7 @@ def report(
 
 @app.command("runs")
 def runs(
-    state_dir: Path = typer.Option(
-        DEFAULT_STATE_DIR, "--state-dir", help="Run store directory of `llmflow run`."
-    ),
+    store_spec: str = store_option(),
     output_format: RunsFormat = typer.Option(
         RunsFormat.table, "--format", help="table (terminal) or json (one object per run)."
     ),
@@ -150,11 +131,11 @@ def runs(
     """
     from llmflow.reporting import list_run_rows, runs_json, runs_table
 
-    with reported_errors(), open_store(state_dir) as store:
+    with reported_errors(), open_store(store_spec, existing=True) as store:
         rows = list_run_rows(store, limit=limit)
     if output_format is RunsFormat.json:
         typer.echo(runs_json(rows), nl=False)
     elif not rows:
-        typer.echo(f"no runs in {state_dir}")
+        typer.echo(f"no runs in {shown(store_spec)}")
     else:
         _console().print(runs_table(rows))
