@@ -146,6 +146,7 @@ def write_overhead_files(root: Path, requests: int, concurrency: int) -> tuple[P
         "routes:\n  labelling: {tier: haiku, mode: sync, max_tokens: 8}\n"
         "default_route: {tier: haiku, mode: sync, max_tokens: 8}\n"
         "cache: {enabled: false}\n"
+        "budget: {per_run_usd: 100, per_day_usd: 1000, per_month_usd: 10000}\n"
         f"limits: {{max_concurrency: {concurrency}, max_attempts: 1}}\n"
     )
     return pipeline, policy

@@ -24,6 +24,8 @@ import structlog
 _log = structlog.get_logger("llmflow.executor")
 
 _PREFIX = "anthropic-ratelimit-"
+_PREFIX_BYTES = _PREFIX.encode("ascii")
+_PREFIX_LEN = len(_PREFIX)
 REQUESTS = "requests"
 INPUT_TOKENS = "input-tokens"
 OUTPUT_TOKENS = "output-tokens"
@@ -129,12 +131,24 @@ class RatePacer:
         return bool(self._buckets) or self._held_until > -math.inf
 
     def observe(self, headers: Mapping[str, str], now: float) -> None:
-        """Take the limits a response reported; absent or garbled headers are ignored."""
+        """Take the limits a response reported; absent or garbled headers are ignored.
+
+        ``headers`` may be an ``httpx`` ``Headers``: its raw pairs are scanned once
+        (this runs on every response).
+        """
         try:
-            found = {
-                k.lower(): v for k, v in headers.items() if k[: len(_PREFIX)].lower() == _PREFIX
-            }
-        except (AttributeError, TypeError):
+            raw = getattr(headers, "raw", None)
+            if raw is not None:
+                found = {
+                    k.decode("latin-1").lower(): v.decode("latin-1")
+                    for k, v in raw
+                    if k[:_PREFIX_LEN].lower() == _PREFIX_BYTES
+                }
+            else:
+                found = {
+                    k.lower(): v for k, v in headers.items() if k[:_PREFIX_LEN].lower() == _PREFIX
+                }
+        except (AttributeError, TypeError, UnicodeDecodeError):
             return
         if not found:
             return
