@@ -84,7 +84,7 @@ class BatchStep:
         """The batch an intent became, or None when none exists (the intent is dropped)."""
         ctx, tracker = self.ctx, self.ctx.tracker
         store = tracker.store
-        known = {b.batch_id for b in store.batches(tracker.run_id)}
+        known = store.known_batch_ids()  # of every run: never another run's batch
         verdict = await reconcile(
             ctx.client, intent_at=record.submitted_at, keys=record.keys, known=known
         )

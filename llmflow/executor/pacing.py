@@ -36,7 +36,7 @@ LIMITS = (REQUESTS, INPUT_TOKENS, OUTPUT_TOKENS)
 class _Bucket:
     """One limit: a token bucket refilling at ``limit / 60`` per second, capped at the limit."""
 
-    __slots__ = ("full_at", "level", "limit", "rate", "spent", "stamp")
+    __slots__ = ("full_at", "level", "limit", "promised", "rate", "spent", "stamp")
 
     def __init__(self, limit: float, now: float) -> None:
         self.limit = limit
@@ -45,16 +45,21 @@ class _Bucket:
         self.stamp = now
         self.full_at: float | None = None  # the API said: full again by then (monotonic)
         self.spent = 0.0  # reserved since the last observation
+        self.promised: list[tuple[float, float]] = []  # (release time, cost) of waiters
 
     def set_limit(self, limit: float) -> None:
         self.limit = limit
         self.rate = limit / 60.0
 
     def observe(self, remaining: float, now: float, full_at: float | None) -> None:
-        self.level = min(max(remaining, 0.0), self.limit)
+        """The API's count replaces the local one, less what was promised to requests
+        still waiting for their turn (the API cannot have counted them yet)."""
+        self.promised = [(t, c) for t, c in self.promised if t > now]
+        waiting = sum(c for _, c in self.promised)
+        self.level = min(max(remaining, 0.0), self.limit) - waiting
         self.stamp = now
         self.full_at = full_at
-        self.spent = 0.0
+        self.spent = waiting
 
     def level_at(self, now: float) -> float:
         level = min(self.limit, self.level + self.rate * (now - self.stamp))
@@ -76,6 +81,8 @@ class _Bucket:
         self.level = level - cost
         self.stamp = now
         self.spent += cost
+        if wait > 0:
+            self.promised.append((now + wait, cost))
         return wait
 
 
@@ -138,11 +145,11 @@ class RatePacer:
         """
         try:
             raw = getattr(headers, "raw", None)
-            if raw is not None:
+            if raw is not None:  # HTTP/1.1 and 2 deliver header names in lower case
                 found = {
-                    k.decode("latin-1").lower(): v.decode("latin-1")
+                    k.decode("latin-1"): v.decode("latin-1")
                     for k, v in raw
-                    if k[:_PREFIX_LEN].lower() == _PREFIX_BYTES
+                    if k.startswith(_PREFIX_BYTES)
                 }
             else:
                 found = {

@@ -63,7 +63,7 @@ async def reconcile(
         if await _custom_ids(client, batch.id) == wanted:
             return Verdict("found", batch.id)
     running = [b for b in candidates if b.processing_status != "ended"]
-    if len(running) == 1 and not ended:
+    if len(running) == 1:  # the ended candidates were ruled out by their custom_ids
         return Verdict("found", running[0].id)
     if not running:
         return Verdict("none")

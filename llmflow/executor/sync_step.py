@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import anthropic
 import structlog
 from anthropic.types import Message
 
@@ -66,6 +67,9 @@ class SyncStep:
         try:
             while not self.ctx.stopping:
                 free = await self._free_slots()
+                if self.ctx.stopping:  # stopped while this waited for a slot
+                    self._release_slots(free)
+                    break
                 group = waiting[:free] + list(itertools.islice(source, free - len(waiting[:free])))
                 waiting = waiting[free:]
                 if not group:
@@ -198,6 +202,8 @@ class SyncStep:
         if failure.verdict is Verdict.SPEND_CAP:
             ctx.stop_for_budget(OrganisationSpendCap(spend_cap_message(failure)))
         if failure.status == 429 and failure.verdict is Verdict.RETRY:
+            if isinstance(exc, anthropic.APIStatusError):
+                ctx.pacer.observe(exc.response.headers, time.monotonic())
             ctx.pacer.backoff(failure.retry_after, time.monotonic())
         retry = failure.verdict is Verdict.RETRY
         if failure.maybe_billed and attempt.reservation is not None:

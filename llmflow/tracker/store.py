@@ -94,6 +94,7 @@ class RunStore(RequestsMixin, QueriesMixin, WorkersMixin):
         super().__init__(runs_dir, db, clock)
         self._run_locks: dict[str, int] = {}
         self._scopes = {}
+        self._known_scopes = set()
 
     @classmethod
     def open(

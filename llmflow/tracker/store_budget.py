@@ -113,16 +113,24 @@ class Counters:
     values: dict[str, _Counter] = field(default_factory=dict)
 
     @classmethod
-    def lock(cls, c: Cursor, db: Database, keys: Iterable[str]) -> Counters:
-        """Create missing rows and lock every one of ``keys`` (in sorted order)."""
+    def lock(
+        cls, c: Cursor, db: Database, keys: Iterable[str], known: set[str] | None = None
+    ) -> Counters:
+        """Create missing rows and lock every one of ``keys`` (in sorted order).
+
+        ``known`` are scopes whose rows exist already (rows are never deleted): they are
+        not inserted again. The caller adds them once the transaction commits.
+        """
         wanted = sorted(set(keys))
         counters = cls()
         if not wanted:
             return counters
-        c.executemany(
-            "INSERT INTO budget_counters (scope) VALUES (?) ON CONFLICT (scope) DO NOTHING",
-            [(k,) for k in wanted],
-        )
+        missing = [(k,) for k in wanted if known is None or k not in known]
+        if missing:
+            c.executemany(
+                "INSERT INTO budget_counters (scope) VALUES (?) ON CONFLICT (scope) DO NOTHING",
+                missing,
+            )
         marks = ", ".join("?" for _ in wanted)
         rows = c.execute(
             "SELECT scope, spent, reserved, unrecorded FROM budget_counters"

@@ -39,6 +39,7 @@ class RequestsMixin(StoreBase):
     """Requests, the usage ledger, alerts and batches."""
 
     _scopes: dict[str, RunScopes]
+    _known_scopes: set[str]  # budget_counters rows that exist (they are never deleted)
 
     # -- requests --------------------------------------------------------------
 
@@ -171,12 +172,15 @@ class RequestsMixin(StoreBase):
         day, now = day_key(moment), timestamp(moment)
 
         def body(c: Cursor) -> list[Any]:
-            counters = Counters.lock(c, self._db, (k for op in ops for k in op.scope_keys(day)))
+            keys = {k for op in ops for k in op.scope_keys(day)}
+            counters = Counters.lock(c, self._db, keys, self._known_scopes)
             results = [op.apply(c, counters, day, now) for op in ops]
             counters.save(c)
             return results
 
-        return self._write(body)
+        results = self._write(body)
+        self._known_scopes.update(k for op in ops for k in op.scope_keys(day))
+        return results
 
     def counters(self, keys: Iterable[str]) -> Counters:
         """The committed budget counters of ``keys`` (unlocked: for headroom and plans)."""
@@ -279,6 +283,11 @@ class RequestsMixin(StoreBase):
                 (worker_id, run_id, run_id, now, worker_id),
             )
         return self._batches(run_id, "AND ended_at IS NULL AND worker_id = ?", (worker_id,))
+
+    def known_batch_ids(self) -> set[str]:
+        """The id of every batch any run of this store created."""
+        rows = self._read(lambda c: c.execute("SELECT batch_id FROM batches").fetchall())
+        return {b for (b,) in rows}
 
     def batches(self, run_id: str) -> list[BatchRecord]:
         return self._batches(run_id, "")
