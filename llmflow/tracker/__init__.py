@@ -1,4 +1,4 @@
-"""The tracker layer: usage recording, the budget, and the SQLite run store.
+"""The tracker layer: usage recording, the budget, and the run store (SQLite or PostgreSQL).
 
 The executor builds a :class:`Tracker` with :meth:`Tracker.open` and calls
 ``dispatch``/``record_response``/``record_failure`` (sync) or
@@ -7,7 +7,7 @@ then ``finish``. This package imports only the catalog and the errors of llmflow
 """
 
 from llmflow.tracker.billing import Completed, Failed, response_cost
-from llmflow.tracker.budget import Budget, BudgetAlert, Limit, Reservation, period_start
+from llmflow.tracker.budget import BudgetAlert, Limit, Reservation, SessionLedger, period_start
 from llmflow.tracker.progress import StepProgress
 from llmflow.tracker.records import (
     BatchRecord,
@@ -26,7 +26,6 @@ from llmflow.tracker.tracker import LimitSpec, Tracker
 
 __all__ = [
     "BatchRecord",
-    "Budget",
     "BudgetAlert",
     "Completed",
     "Failed",
@@ -39,6 +38,7 @@ __all__ = [
     "RunRecord",
     "RunStore",
     "RunSummary",
+    "SessionLedger",
     "StepPlan",
     "StepProgress",
     "StepTotals",
