@@ -167,14 +167,8 @@ class BatchStep:
 
     def _claimed(self, entries: list[Work]) -> list[Work]:
         """The entries this worker claimed (all of them on a store of one worker)."""
-        ctx = self.ctx
-        if not ctx.shared or ctx.worker_id is None:
-            return entries
-        step_id = self.route.step_id
-        held = ctx.tracker.store.claim(
-            ctx.tracker.run_id, [(step_id, key, index) for key, index, _ in entries], ctx.worker_id
-        )
-        return [e for e in entries if e[0] in held]
+        held = self.ctx.claimed(self.route.step_id, [(key, index) for key, index, _ in entries])
+        return entries if held is None else [e for e in entries if e[0] in held]
 
     async def _submit_chunk(self, entries: list[Work]) -> tuple[str | None, list[Work]]:
         """Reserve and submit as much of ``entries`` as the budget allows: the batch id

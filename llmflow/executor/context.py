@@ -139,6 +139,16 @@ class RunContext:
     def worker_id(self) -> str | None:
         return None if self.worker is None else self.worker.worker_id
 
+    def claimed(self, step_id: str, rows: list[tuple[str, int]]) -> set[str] | None:
+        """The keys of ``rows`` ``(key, item_index)`` this worker claimed, or None on a
+        store of one worker (where everything is this process's to send)."""
+        if not self.shared or self.worker_id is None:
+            return None
+        store = self.tracker.store
+        return store.claim(
+            self.tracker.run_id, [(step_id, key, index) for key, index in rows], self.worker_id
+        )
+
     async def step_settled(self, step_id: str) -> bool:
         """Wait for other workers' requests of the step (a shared store); True when dead
         workers' requests were taken back and the step needs another pass."""

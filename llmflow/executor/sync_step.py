@@ -99,14 +99,8 @@ class SyncStep:
 
     def _claimed(self, group: list[tuple[int, str, Any]]) -> list[tuple[int, str, Any]]:
         """The part of ``group`` this worker claimed (all of it on a store of one worker)."""
-        ctx = self.ctx
-        if not ctx.shared or ctx.worker_id is None:
-            return group
-        step_id = self.route.step_id
-        held = ctx.tracker.store.claim(
-            ctx.tracker.run_id, [(step_id, key, index) for index, key, _ in group], ctx.worker_id
-        )
-        return [g for g in group if g[1] in held]
+        held = self.ctx.claimed(self.route.step_id, [(key, index) for index, key, _ in group])
+        return group if held is None else [g for g in group if g[1] in held]
 
     async def _free_slots(self) -> int:
         """Wait for one concurrency slot, then take every other one that is free."""

@@ -44,7 +44,7 @@ from llmflow.tracker.records import (
 )
 from llmflow.tracker.schema import money, to_decimal
 from llmflow.tracker.store_budget import Counters, RunScopes
-from llmflow.tracker.store_ops import add_unrecorded
+from llmflow.tracker.store_ops import lose_in_flight
 from llmflow.tracker.store_queries import USAGE_SUMS, QueriesMixin
 from llmflow.tracker.store_requests import RequestsMixin, token_usage
 from llmflow.tracker.summary import RunSummary, build_summary
@@ -402,18 +402,7 @@ class _ResumeOp:
             " WHERE run_id = ? AND ended_at IS NULL AND lease_until >= ?))"
         )  # fmt: skip
         args: tuple[str, ...] = (run_id,) if not self.shared else (run_id, run_id, now)
-        where = " WHERE run_id = ? AND status = 'in_flight' AND batch_id IS NULL" + dead
-        lost = c.execute(
-            "SELECT coalesce(reserved_on, ''), reserved_usd FROM requests" + where, args
-        ).fetchall()
-        c.execute("UPDATE requests SET status = 'pending', worker_id = NULL" + where, args)
-        total = Decimal(0)
-        for on, amount in lost:
-            amount = Decimal(amount or "0")
-            counters.add(self.scopes.keys(on or day), reserved=-amount, unrecorded=amount)
-            total += amount
-        if total:
-            add_unrecorded(c, run_id, total)
+        lost = lose_in_flight(c, counters, self.scopes, day, dead, args)
         info = self.info
         c.execute(
             "UPDATE runs SET status = 'running', ended_at = NULL, stop_reason = NULL,"
@@ -428,4 +417,4 @@ class _ResumeOp:
              money(info.plan_cost_baseline), run_id),
         )  # fmt: skip
         RunStore._write_steps(c, run_id, info)
-        return len(lost)
+        return lost

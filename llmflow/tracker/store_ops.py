@@ -302,6 +302,27 @@ def add_unrecorded(c: Cursor, run_id: str, amount: Decimal) -> None:
     c.execute("UPDATE runs SET unrecorded_usd = ? WHERE run_id = ?", (money(total), run_id))
 
 
+def lose_in_flight(
+    c: Cursor, counters: Counters, scopes: RunScopes, day: str, whose: str, args: Sequence[Any]
+) -> int:
+    """Sync requests of the run left in flight by a process that is gone (``whose``: an
+    SQL condition on ``requests``, after ``run_id = ?``): back to pending, and their
+    reserved upper bounds to ``unrecorded`` (they may have been billed). How many."""
+    where = " WHERE run_id = ? AND status = 'in_flight' AND batch_id IS NULL" + whose
+    lost = c.execute(
+        "SELECT coalesce(reserved_on, ''), reserved_usd FROM requests" + where, args
+    ).fetchall()
+    c.execute("UPDATE requests SET status = 'pending', worker_id = NULL" + where, args)
+    total = ZERO
+    for on, amount in lost:
+        money_lost = Decimal(amount or "0")
+        counters.add(scopes.keys(on or day), reserved=-money_lost, unrecorded=money_lost)
+        total += money_lost
+    if total:
+        add_unrecorded(c, scopes.run_id, total)
+    return len(lost)
+
+
 def statuses(c: Cursor, run_id: str, keys: Sequence[str], *, only: str) -> set[str]:
     """Which of ``keys`` have status ``only``."""
     found: set[str] = set()

@@ -23,13 +23,12 @@ import secrets
 import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from llmflow.tracker.db import Cursor
 from llmflow.tracker.schema import timestamp
 from llmflow.tracker.store_base import StoreBase
 from llmflow.tracker.store_budget import Counters, RunScopes
-from llmflow.tracker.store_ops import add_unrecorded
+from llmflow.tracker.store_ops import lose_in_flight
 
 #: How long a worker's claims hold without renewal (``LLMFLOW_WORKER_LEASE_SECONDS``).
 LEASE_SECONDS = float(os.environ.get("LLMFLOW_WORKER_LEASE_SECONDS", "60"))
@@ -186,23 +185,7 @@ class _ReclaimOp:
     def apply(self, c: Cursor, counters: Counters, day: str, now: str) -> int:
         dead = f" AND worker_id IS NOT NULL AND worker_id NOT IN ({_LIVE})"
         args = (self.run_id, self.run_id, now)
-        lost = c.execute(
-            "SELECT coalesce(reserved_on, ''), reserved_usd FROM requests WHERE run_id = ?"
-            " AND status = 'in_flight' AND batch_id IS NULL" + dead,
-            args,
-        ).fetchall()
-        total = Decimal(0)
-        for on, amount in lost:
-            money = Decimal(amount or "0")
-            counters.add(self.scopes.keys(on or day), reserved=-money, unrecorded=money)
-            total += money
-        if total:
-            add_unrecorded(c, self.run_id, total)
-        c.execute(
-            "UPDATE requests SET status = 'pending', worker_id = NULL WHERE run_id = ?"
-            " AND status = 'in_flight' AND batch_id IS NULL" + dead,
-            args,
-        )
+        lost = lose_in_flight(c, counters, self.scopes, day, dead, args)
         claimed = c.execute(
             "SELECT count(*) FROM requests WHERE run_id = ? AND status = 'pending'" + dead, args
         ).fetchone()[0]
@@ -214,7 +197,7 @@ class _ReclaimOp:
             "UPDATE batches SET worker_id = NULL WHERE run_id = ? AND ended_at IS NULL" + dead,
             args,
         )
-        return len(lost) + int(claimed)
+        return lost + int(claimed)
 
 
 def _until(now: datetime, lease: float) -> str:
