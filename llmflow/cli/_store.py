@@ -47,6 +47,23 @@ def shown(store: str) -> str:
     return redact(store) if is_url(store) else store
 
 
+def without_password(store: str) -> str:
+    """A store URL as a printed command may carry it: without its password, which
+    libpq then takes from ``PGPASSWORD`` or ``~/.pgpass`` (directories are unchanged)."""
+    if not is_url(store):
+        return store
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(store)
+    if parts.password is None:
+        return store
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def store_exists(store: str) -> bool:
     """Whether there is a store to read (a URL always; a directory once it has one)."""
     from llmflow.tracker.store import DB_NAME

@@ -20,7 +20,7 @@ from llmflow.cli._app import app
 from llmflow.cli._errors import reported_errors, stderr
 from llmflow.cli._inputs import Backend, option_error, parse_budget, parse_inputs
 from llmflow.cli._logging import LogFormat, configure_logging
-from llmflow.cli._store import DEFAULT_STORE, open_store, store_option
+from llmflow.cli._store import DEFAULT_STORE, open_store, store_option, without_password
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -178,6 +178,11 @@ def _finish(console: Console, outcome: RunOutcome, resume: ResumeArgs) -> None:
     if outcome.status in ("partial", "budget_stopped", "interrupted", "failed"):
         when = f" ({resume.when})" if resume.when else ""
         stderr.print(f"resume with{when}: {resume.command()}", markup=False)
+        if without_password(resume.store) != resume.store:
+            stderr.print(
+                "(the store's password is left out: set PGPASSWORD, or LLMFLOW_STORE)",
+                markup=False,
+            )
     raise typer.Exit(outcome.exit_code)
 
 
@@ -240,7 +245,7 @@ class ResumeArgs:
         parts = [_program(), "run", str(self.pipeline), "--policy", str(self.policy)]
         parts += ["--backend", self.backend, "--run-id", self.run_id]
         if self.store != DEFAULT_STORE and self.store != os.environ.get("LLMFLOW_STORE"):
-            parts += ["--store", self.store]
+            parts += ["--store", without_password(self.store)]
         for item in self.inputs:
             parts += ["--input", item]
         if self.budget is not None:

@@ -315,6 +315,9 @@ def _apply_schema(c: Cursor, db: Database) -> None:
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
         return
-    upgrade(c, db, int(row[0]), SCHEMA_VERSION)
+    found = int(row[0])
+    if found == SCHEMA_VERSION:
+        return  # current: no DDL (on PostgreSQL it would lock tables others write to)
+    upgrade(c, db, found, SCHEMA_VERSION)
     for statement in ddl(db.dialect):
         c.execute(statement)

@@ -160,14 +160,15 @@ def start_emulator(
     env: Mapping[str, str] | None = None,
     timeout: float = 60.0,
 ) -> Emulator:
-    """Start ``llmflow emulator`` on a free loopback port and wait until it answers."""
+    """Start ``llmflow emulator`` on a free loopback port and wait until it answers (in
+    the log's directory: llmflow comes from the environment, not the current one)."""
     port = free_port()
     args = ["emulator", "--host", "127.0.0.1", "--port", str(port), "--latency-ms",
             str(latency_ms), "--faults", faults, "--seed", str(seed)]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", _LLMFLOW, *args],
-            cwd=ROOT, env=dict(env or child_env()), stdout=out, stderr=subprocess.STDOUT,
+            cwd=log.parent, env=dict(env or child_env()), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     emulator = Emulator(f"http://127.0.0.1:{port}", proc)
     deadline = time.monotonic() + timeout
@@ -679,12 +680,6 @@ def test_sixteen_processes_from_two_directories_on_one_postgres_stay_within_the_
         assert any((tmp_path / "trial" / wd / ".llmflow" / "runs").iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llmflow bug: opening an existing PostgreSQL store re-runs the DDL"
-    " (llmflow/tracker/schema.py _apply_schema), whose CREATE INDEX IF NOT EXISTS takes"
-    " SHARE locks on runs, requests, usage... while other processes write them: deadlock",
-)
 def test_opening_a_postgres_store_while_another_process_writes_does_not_deadlock(
     pg_url: str,
 ) -> None:
