@@ -18,7 +18,6 @@ running leaves the run ``pending`` (exit 75) for a later run of the same id to c
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -119,7 +118,9 @@ class BatchStep:
         while True:
             submitted = await self._submit_all(work)
             priced_on = (self.route.model, self.route.tier)
-            outcomes = await asyncio.gather(*(self._collect(b, priced_on) for b in submitted))
+            # One batch at a time: a batch's rows and results are in memory while it is
+            # collected, so memory stays bounded by a chunk however many there are.
+            outcomes = [await self._collect(b, priced_on) for b in submitted]
             again = set().union(*outcomes) if outcomes else set()
             if not again or self.ctx.stopping:
                 return
