@@ -66,6 +66,7 @@ from llmflow.tracker import RunStore
 API_KEY = "bench"
 SYNC_MODEL = "claude-haiku-4-5"
 CACHE_MODEL = "claude-sonnet-4-6"
+RATE_LIMITS = "rpm=10000000,itpm=10000000000,otpm=10000000000"
 TIMEOUT = 300.0  # seconds: upper bound on any one phase
 _LLMFLOW = "import sys; from llmflow.cli import main; sys.argv[0] = 'llmflow'; main()"
 
@@ -84,6 +85,9 @@ def free_port() -> int:
 def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     args = ["emulator", "--host", "127.0.0.1", "--port", str(port), "--latency-ms", str(latency_ms)]
+    # Limits no phase comes near: the plain loop ignores rate-limit headers, llmflow paces
+    # by them, and the default reported window (4,000 requests a minute) would pace it.
+    args += ["--rate-limits", RATE_LIMITS]
     proc = subprocess.Popen(
         [sys.executable, "-c", _LLMFLOW, *args],
         stdout=subprocess.DEVNULL,

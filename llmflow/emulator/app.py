@@ -71,9 +71,12 @@ class EmulatorState:
         self.batch_create_delay_s = config.batch_create_delay_ms / 1000.0
 
     def reset(self) -> None:
-        """Clear cache, ledger, batches, fill the rate-limit buckets and restart the fault
-        sequence."""
+        """Clear cache, ledger, batches, the rate-limit window, fill the rate-limit buckets
+        and restart the fault sequence."""
         self.engine.reset()
+        self.ratelimit = RateLimitWindow(
+            self.config.requests_per_minute, self.config.tokens_per_minute
+        )
         self.batches.clear()
         self.faults.reset()
         if self.limiter is not None:
