@@ -21,9 +21,10 @@ together), wait for all, and check (tests/executor/test_concurrent_budgets.py):
 (c) every process exited 0, 1 or 3.
 
 A table row per trial and store, then a summary line; exit 1 if any trial failed.
-Each process start costs ~4 s of CPU (imports), so on 2 cores a 64-process trial
-spends about two minutes starting; ``--max-minutes`` stops starting new trials after
-that long (the summary says how many ran). Run::
+The processes are forked from one launcher that imported llmflow once (a fresh
+interpreter costs 1-4 s of CPU in imports: 64 of them took two minutes to start on 2
+cores); ``--max-minutes`` stops starting new trials after that long (the summary
+says how many ran). Run::
 
     .venv/bin/python bench/concurrency_trials.py [--trials 20] [--sqlite-processes 8]
         [--pg-processes 64] [--seed N] [--pg-url postgresql://...] [--max-minutes M]

@@ -14,6 +14,11 @@ both, so they compare correctly as text.
 A write is one transaction: ``BEGIN IMMEDIATE`` on SQLite (one writer at a time: every
 check-and-reserve is atomic across processes), a transaction with row locks
 (``SELECT ... FOR UPDATE`` on the budget counters) on PostgreSQL.
+
+SQLite checkpoints (copying the WAL into the database, with an fsync) run on a thread of
+their own (:class:`_Checkpointer`) once a connection writes, not inside the commit that
+crosses the WAL's threshold: a commit then never waits for the disk, and the event loop
+that commits is never held up for the tens of milliseconds an fsync can take.
 """
 
 from __future__ import annotations
@@ -90,11 +95,14 @@ class SqliteDatabase:
         self.conn = conn
         self.location = location
         self._lock = threading.RLock()
+        self._checkpointer: _Checkpointer | None = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Cursor]:
         with self._lock:
             conn = self.conn
+            if self._checkpointer is None:
+                self._checkpointer = _Checkpointer.start_for(conn)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -118,7 +126,66 @@ class SqliteDatabase:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
             self.conn.close()
+
+
+class _Checkpointer:
+    """Checkpoints one SQLite database's WAL from a thread with its own connection.
+
+    The writing connection's automatic checkpoint is turned off; this thread runs a
+    ``PASSIVE`` checkpoint (which never blocks readers or writers) every
+    :data:`INTERVAL` seconds when the database changed. Each checkpoint fsyncs, and
+    an fsync stalls concurrent writes to the same disk (measured: 30-160 ms commits
+    at the automatic threshold's rate), so they are few: the WAL holds about a
+    second of writes. Other processes writing the same store keep their own
+    automatic checkpoints (or their own thread).
+    """
+
+    INTERVAL = 1.0  # seconds
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._version: object = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="llmflow-checkpoint", daemon=True)
+
+    @classmethod
+    def start_for(cls, writer: sqlite3.Connection) -> _Checkpointer | None:
+        """A running checkpointer for ``writer``'s database file (None in memory, or when
+        a second connection cannot be opened: the automatic checkpoint then stays on)."""
+        listed = writer.execute("PRAGMA database_list").fetchall()
+        path = next((str(row[2]) for row in listed if row[1] == "main"), "")
+        if not path:
+            return None
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 1000")
+        except sqlite3.Error:
+            return None
+        checkpointer = cls(conn)
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        checkpointer._thread.start()
+        return checkpointer
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.INTERVAL):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            version = self._conn.execute("PRAGMA data_version").fetchone()
+            if version != self._version:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._version = version
+
+    def stop(self) -> None:
+        """Stop the thread after its current checkpoint, checkpoint once more, close."""
+        self._stopped.set()
+        self._thread.join()
+        self.checkpoint()
+        self._conn.close()
 
 
 class _SqliteCursor:

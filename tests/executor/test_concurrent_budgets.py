@@ -7,10 +7,11 @@ directory, or a PostgreSQL URL with the processes started from two working
 directories, half each), run one pipeline under a policy whose budget is drawn at
 random so that the processes together want 1.5x-5x what the budget allows.
 
-The processes import llmflow first and then wait at a gate (a file) that opens once
-all of them are ready, so their runs really start at once (imports alone take ~4 s
-of CPU per process here; without the gate the first runs would be done before the
-last started).
+The processes are forked from one launcher that imported llmflow first (imports take
+1-4 s of CPU per process on this machine: 64 fresh interpreters spent two minutes
+starting), and wait at a gate (a file) that opens once all of them are ready, so
+their runs really start at once. Each is a process of its own, with its own store
+connection, working directory, log and exit code.
 
 The emulator's billing ledger is the ground truth. After every process has exited:
 
@@ -41,6 +42,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -53,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from ruamel.yaml import YAML
@@ -90,6 +92,57 @@ sys.argv[0] = "llmflow"
 main()
 """
 _LLMFLOW = "import sys; from llmflow.cli import main; sys.argv[0] = 'llmflow'; main()"
+
+# Import what `llmflow run` will import once, then fork one child per run: each goes to
+# its working directory, writes to its log, says it is ready, waits for the gate and
+# runs the CLI; the launcher writes each child's pid and then its exit code:
+# `python -c LAUNCHER SPEC.json`.
+_LAUNCHER = """\
+import json, os, signal, sys, time
+from llmflow.cli import main
+import anthropic, psycopg, llmflow.executor.run, llmflow.planner, llmflow.tracker.store
+spec = json.load(open(sys.argv[1]))
+children = {}
+for run in spec["runs"]:
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            os.chdir(run["cwd"])
+            log = os.open(run["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            open(run["ready"], "w").close()
+            while not os.path.exists(spec["gate"]):
+                time.sleep(0.02)
+            sys.argv = ["llmflow", *run["args"]]
+            try:
+                main()
+                code = 0
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    children[pid] = run
+    with open(run["pid"], "w") as out:
+        out.write(str(pid))
+def stop(signum, frame):
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+signal.signal(signal.SIGTERM, stop)
+while children:
+    pid, status = os.wait()
+    run = children.pop(pid, None)
+    if run is not None:
+        with open(run["exit"] + ".tmp", "w") as out:
+            out.write(str(os.waitstatus_to_exitcode(status)))
+        os.replace(run["exit"] + ".tmp", run["exit"])
+"""
 
 
 class TrialError(RuntimeError):
@@ -399,8 +452,79 @@ class Trial:
         return "\n".join(lines)
 
 
+class ForkedRun:
+    """One run forked by the launcher: its pid and, once it has ended, its exit code."""
+
+    def __init__(self, pid_file: Path, exit_file: Path) -> None:
+        self._pid_file = pid_file
+        self._exit_file = exit_file
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._exit_file.exists():
+            self.returncode = int(self._exit_file.read_text())
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None and self._pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(self._pid_file.read_text()), signal.SIGKILL)
+
+
+@dataclass
+class Launcher:
+    """A process that imported llmflow once and forked one child per run."""
+
+    proc: Process
+    runs: dict[str, ForkedRun]
+
+    @classmethod
+    def start(
+        cls, runs: Mapping[str, tuple[Path, list[str]]], root: Path, gate: Path,
+        env: Mapping[str, str],
+    ) -> Launcher:  # fmt: skip
+        """Fork ``run_id -> (working directory, CLI arguments)`` behind ``gate``; each
+        child says it is ready in ``root/gates/<run_id>`` and logs to ``root/logs``."""
+        state = root / "launcher"
+        state.mkdir()
+        spec: dict[str, Any] = {"gate": str(gate), "runs": []}
+        forked: dict[str, ForkedRun] = {}
+        for run_id, (cwd, args) in runs.items():
+            pid, exit_file = state / f"{run_id}.pid", state / f"{run_id}.exit"
+            spec["runs"].append({
+                "cwd": str(cwd), "args": args, "log": str(root / "logs" / f"{run_id}.log"),
+                "ready": str(root / "gates" / run_id), "pid": str(pid), "exit": str(exit_file),
+            })  # fmt: skip
+            forked[run_id] = ForkedRun(pid, exit_file)
+        (state / "spec.json").write_text(json.dumps(spec))
+        with (state / "launcher.log").open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER, str(state / "spec.json")],
+                env=dict(env), stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        return cls(proc, forked)
+
+    def stop(self) -> None:
+        """Kill every child still running, then the launcher once it has their codes."""
+        for run in self.runs.values():
+            run.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        stop(self.proc)
+        for run in self.runs.values():
+            run.poll()
+
+
+class RunProcess(Protocol):
+    """What a trial reads of a run's process (a Popen or a :class:`ForkedRun`)."""
+
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+
+
 def _wait_for(
-    procs: Mapping[str, Process], done: Any, timeout: float, what: str, logs: Path
+    procs: Mapping[str, RunProcess], done: Any, timeout: float, what: str, logs: Path
 ) -> None:
     deadline = time.monotonic() + timeout
     while not done():
@@ -445,20 +569,25 @@ def run_trial(
     )
     trial = Trial(label, "postgres" if is_url(store) else "sqlite", processes, budget)
     emulator.reset()
-    procs: dict[str, Process] = {}
+    cli = ["run", "pipeline.yaml", "--policy", "policy.yaml", "--backend", "anthropic"]
+    cli += ["--store", store, "--log-format", "json"]
+    runs = {
+        f"{label}-{i:03d}": (dirs[i % len(dirs)], [*cli, "--run-id", f"{label}-{i:03d}"])
+        for i in range(processes)
+    }
     started = time.monotonic()
+    launcher = Launcher.start(runs, root, gate, env)
+    procs = launcher.runs
     try:
-        for i in range(processes):
-            run_id = f"{label}-{i:03d}"
-            args = ["run", "pipeline.yaml", "--policy", "policy.yaml", "--backend", "anthropic",
-                    "--run-id", run_id, "--store", store, "--log-format", "json"]  # fmt: skip
-            with (logs / f"{run_id}.log").open("wb") as out:
-                procs[run_id] = subprocess.Popen(
-                    [sys.executable, "-c", _RUNNER, str(gates / run_id), str(gate), *args],
-                    cwd=dirs[i % len(dirs)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                )  # fmt: skip
-        patience = startup_timeout or 60.0 + 6.0 * processes
-        _wait_for(procs, lambda: all((gates / r).exists() for r in procs), patience, "ready", logs)
+        patience = startup_timeout or 60.0 + 2.0 * processes
+
+        def all_ready() -> bool:
+            if launcher.proc.poll() is not None:
+                tail = (root / "launcher" / "launcher.log").read_text()[-2000:]
+                raise TrialError(f"the launcher exited {launcher.proc.returncode}:\n{tail}")
+            return all((gates / r).exists() for r in procs)
+
+        _wait_for(procs, all_ready, patience, "ready", logs)
         first_day = datetime.now(UTC).strftime("%Y-%m-%d")
         gate.touch()
         opened = time.monotonic()
@@ -477,8 +606,7 @@ def run_trial(
         trial.run_s = time.monotonic() - opened
         last_day = datetime.now(UTC).strftime("%Y-%m-%d")
     finally:
-        for proc in procs.values():
-            stop(proc)
+        launcher.stop()
     trial.exits = {r: p.returncode for r, p in procs.items()}
     check_trial(trial, emulator.ledger(), store, first_day, last_day, logs)
     return trial
