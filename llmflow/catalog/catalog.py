@@ -15,7 +15,7 @@ from functools import cache, cached_property
 from importlib import resources
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from ruamel.yaml import YAML
 
 Status = Literal["latest", "active", "legacy", "deprecated", "retired"]
@@ -138,6 +138,7 @@ class ModelInfo(_Frozen):
     third_party: tuple[str, ...] = ()
     assumed: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    _prices: dict[tuple[bool, PriceBand | None], Prices] = PrivateAttr(default_factory=dict)
 
     @property
     def family(self) -> str:
@@ -153,13 +154,20 @@ class ModelInfo(_Frozen):
 
     def prices(self, *, prompt_tokens: int = 0, speed: str = "standard") -> Prices:
         """Per-category prices of one request with this prompt size and speed."""
+        fast = speed == "fast" and self.fast is not None
+        band = None if fast else self.band(prompt_tokens)
+        key = (fast, band)
+        found = self._prices.get(key)
+        if found is None:
+            found = self._prices[key] = self._priced(fast, band)
+        return found
+
+    def _priced(self, fast: bool, band: PriceBand | None) -> Prices:
         p, q = self.input_usd_per_mtok, self.output_usd_per_mtok
-        if speed == "fast" and self.fast is not None:
+        if fast and self.fast is not None:
             p, q = self.fast.input_usd_per_mtok, self.fast.output_usd_per_mtok
-        else:
-            band = self.band(prompt_tokens)
-            if band is not None:
-                p, q = band.input_usd_per_mtok, band.output_usd_per_mtok
+        elif band is not None:
+            p, q = band.input_usd_per_mtok, band.output_usd_per_mtok
         return Prices(
             input=p,
             output=q,

@@ -9,6 +9,11 @@ seeing the same remaining count and all getting a 429.
 
 A limit never reported is unknown and never delays. A 429's ``retry-after`` holds every
 dispatch until it has passed (:meth:`RatePacer.backoff`).
+
+Reading the headers is most of what pacing costs per request, so while every bucket
+holds at least a quarter of its limit they are read at most every
+:data:`QUIET_SECONDS` (the local debits keep the count meanwhile); a bucket below a
+quarter, or a 429, is read on every response.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ INPUT_TOKENS = "input-tokens"
 OUTPUT_TOKENS = "output-tokens"
 RETRY_AFTER = "retry-after"
 LIMITS = (REQUESTS, INPUT_TOKENS, OUTPUT_TOKENS)
+#: While every bucket holds at least this share of its limit, the headers are read at
+#: most every QUIET_SECONDS.
+ROOMY_SHARE = 0.25
+QUIET_SECONDS = 0.01
 
 
 class _Bucket:
@@ -131,18 +140,27 @@ class RatePacer:
         self._buckets: dict[str, _Bucket] = {}
         self._held_until = -math.inf
         self._resets: dict[str, tuple[str, float | None]] = {}  # raw header -> POSIX seconds
+        self._quiet_until = -math.inf  # headers before then are not read (all roomy)
 
     @property
     def limited(self) -> bool:
         """Whether any limit is known or a retry-after hold was set (else never waits)."""
         return bool(self._buckets) or self._held_until > -math.inf
 
-    def observe(self, headers: Mapping[str, str], now: float) -> None:
+    def observe(self, headers: Mapping[str, str], now: float, *, always: bool = False) -> None:
         """Take the limits a response reported; absent or garbled headers are ignored.
 
-        ``headers`` may be an ``httpx`` ``Headers``: its raw pairs are scanned once
-        (this runs on every response).
+        ``headers`` may be an ``httpx`` ``Headers``: its raw pairs are scanned once.
+        Skipped within :data:`QUIET_SECONDS` of the last reading while every bucket was
+        roomy, unless ``always`` (a 429).
         """
+        if now < self._quiet_until and not always:
+            return
+        self._read(headers, now)
+        roomy = all(b.level_at(now) >= b.limit * ROOMY_SHARE for b in self._buckets.values())
+        self._quiet_until = now + QUIET_SECONDS if roomy else -math.inf
+
+    def _read(self, headers: Mapping[str, str], now: float) -> None:
         try:
             raw = getattr(headers, "raw", None)
             if raw is not None:  # HTTP/1.1 and 2 deliver header names in lower case

@@ -2,10 +2,11 @@
 
 Requests are reserved in groups: every free concurrency slot is filled at once and
 the group's upper bounds are reserved in one store transaction (group commit), which
-commits before any of them is sent. Each response's usage is recorded (group-committed
-with whatever else finished in the same event-loop tick) before its slot is given to
-the next request. A failure releases its reservation. The first request of a cached
-prefix goes alone and releases the others once its response has begun
+commits before any of them is sent. A response gives its slot to the next request at
+once; its usage is recorded (group-committed with whatever else finished, or was
+reserved, in the same event-loop tick) while its reservation, at least what it cost,
+still holds the budget. A failure releases its reservation. The first request of a
+cached prefix goes alone and releases the others once its response has begun
 (:mod:`llmflow.executor.warmup`). Dispatch is paced by the API's rate-limit headers
 (:mod:`llmflow.executor.pacing`); the organisation's spend cap stops the run (exit 3).
 """
@@ -85,10 +86,11 @@ class SyncStep:
                 sent, refusal = await self._dispatch(group)
                 self._release_slots(free - len(sent))
                 for (index, key, _), dispatched in zip(group, sent, strict=False):
-                    task = asyncio.create_task(self._send(index, key, dispatched))
+                    slot = _Slot(self.slots)
+                    task = asyncio.create_task(self._send(index, key, dispatched, slot))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                    task.add_done_callback(lambda _: self.slots.release())
+                    task.add_done_callback(slot.release)
                 if refusal is not None:
                     waiting = group[len(sent) :] + waiting
                     if not await self.ctx.headroom_or_stop(self.route, refusal):
@@ -136,13 +138,13 @@ class SyncStep:
         ]
         return sent, refusal
 
-    async def _send(self, index: int, key: str, sent: _Dispatched) -> None:
+    async def _send(self, index: int, key: str, sent: _Dispatched, slot: _Slot) -> None:
         try:
-            await self._attempts(index, key, sent)
+            await self._attempts(index, key, sent, slot)
         finally:
             self.ctx.settled()
 
-    async def _attempts(self, index: int, key: str, sent: _Dispatched) -> None:
+    async def _attempts(self, index: int, key: str, sent: _Dispatched, slot: _Slot) -> None:
         ctx = self.ctx
         prefix_key = _prefix_key(sent.params)
         leader = prefix_key is not None and await self.gate.enter(prefix_key)
@@ -173,6 +175,9 @@ class SyncStep:
                     reservation=attempt.reservation,
                 )  # fmt: skip
             raise
+        # The response is in: its slot goes to the next request now. Its reservation
+        # (at least what it cost) holds the budget until its usage is recorded.
+        slot.release()
         if leader and prefix_key is not None:
             self.gate.opened(prefix_key)
         self.any_success = True
@@ -197,7 +202,7 @@ class SyncStep:
             ctx.stop_for_budget(OrganisationSpendCap(spend_cap_message(failure)))
         if failure.status == 429 and failure.verdict is Verdict.RETRY:
             if isinstance(exc, anthropic.APIStatusError):
-                ctx.pacer.observe(exc.response.headers, time.monotonic())
+                ctx.pacer.observe(exc.response.headers, time.monotonic(), always=True)
             ctx.pacer.backoff(failure.retry_after, time.monotonic())
         retry = failure.verdict is Verdict.RETRY
         if failure.maybe_billed and attempt.reservation is not None:
@@ -296,6 +301,22 @@ class SyncStep:
                 billed=done,
             )  # fmt: skip
         ctx.observer.request_done(route.step_id)
+
+
+class _Slot:
+    """One request's concurrency slot, given back once: when its response is in, or
+    when its task ends (a failure, an interrupt)."""
+
+    __slots__ = ("_held", "_slots")
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = True
+
+    def release(self, _: object = None) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
 
 
 @dataclass(slots=True)

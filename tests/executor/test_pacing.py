@@ -309,3 +309,31 @@ async def test_wait_with_the_default_clock_and_sleep_honours_the_backoff() -> No
     pacer.backoff(0.02, start)
     await pacer.wait(input_tokens=1, output_tokens=1)
     assert time.monotonic() >= start + 0.02
+
+
+# ---- reading the headers less often while every bucket is roomy -----------------------
+
+
+def test_roomy_headers_are_not_read_again_within_the_quiet_interval() -> None:
+    from llmflow.executor.pacing import QUIET_SECONDS
+
+    pacer = _pacer()
+    pacer.observe(_headers("requests", 100, 100, reset_in=60), NOW)
+    # Read within the quiet interval: ignored (the local count still holds 100).
+    pacer.observe(_headers("requests", 100, 0, reset_in=60), NOW + QUIET_SECONDS / 2)
+    assert _reserve(pacer, now=NOW + QUIET_SECONDS / 2) == 0.0
+    # Read after it: the API's count replaces the local one.
+    pacer.observe(_headers("requests", 100, 0, reset_in=60), NOW + QUIET_SECONDS)
+    assert _reserve(pacer, now=NOW + QUIET_SECONDS) > 0.0
+
+
+def test_a_low_bucket_or_a_429_is_read_on_every_response() -> None:
+    pacer = _pacer()
+    pacer.observe(_headers("requests", 100, 20, reset_in=60), NOW)  # below a quarter
+    pacer.observe(_headers("requests", 100, 0, reset_in=60), NOW)
+    assert _reserve(pacer) > 0.0
+
+    roomy = _pacer()
+    roomy.observe(_headers("requests", 100, 100, reset_in=60), NOW)
+    roomy.observe(_headers("requests", 100, 0, reset_in=60), NOW, always=True)
+    assert _reserve(roomy) > 0.0
