@@ -1,8 +1,9 @@
 """What ``llmflow run`` costs on top of the raw SDK, and what cache-warm fan-out saves.
 
-One ``llmflow emulator`` subprocess on loopback (``--latency-ms``, default 100: the
+One ``llmflow emulator`` subprocess on loopback (``--latency-ms``, default 200: the
 delay before each response begins; real Claude calls take longer) serves the main
-phases; the load comes from this process.
+phases; the load comes from this process. The emulator enforces rate limits no phase
+comes near: the plain loop ignores rate-limit headers and llmflow paces by them.
 
 1. Overhead: N sync requests (default 2,000; short prompt, no cache) through
    ``llmflow run --backend anthropic`` vs a plain ``AsyncAnthropic`` loop bounded by an
@@ -10,9 +11,12 @@ phases; the load comes from this process.
    llmflow runs in-process through the executor API (load, plan, tracker, SQLite run
    store, budget and summary included), and once more as the real CLI subprocess,
    whose wall time includes a fixed cost (start-up, imports: timed on a 1-item run).
-   The sides alternate, best of ``--repeat``; the wall-time ratio target is <= 1.15.
-   This process's CPU time per request is printed too: on a shared 2-core machine it
-   is steadier than wall time, and it is exactly what llmflow adds.
+   The sides alternate, best of ``--repeat``. Wall-time ratio targets: <= 1.02 at
+   200 ms, <= 1.10 at 0 ms. This process's CPU time per request is printed too; it
+   includes what llmflow's requests cost the HTTP stack (a connection waiting idle
+   while a response is recorded costs httpcore a check on every later request), and
+   varies with the machine's load: ``bench/llmflow_cpu.py`` measures llmflow's own
+   CPU per request apart from the network.
    ``--extra-latency-ms`` (default 0) repeats the comparison on other emulators; at
    0 ms client and server saturate the CPU, so that ratio shows llmflow's CPU cost
    per request, not what a user waits for.
@@ -203,18 +207,25 @@ def write_cache_files(root: Path, items: int, prefix_tokens: int) -> tuple[Path,
 
 
 async def llmflow_inprocess(
-    pipeline: Path, policy: Path, url: str, state: Path, run_id: str
+    pipeline: Path,
+    policy: Path,
+    url: str,
+    state: Path,
+    run_id: str,
+    client: anthropic.AsyncAnthropic | None = None,
 ) -> RunOutcome:
-    """What ``llmflow run --backend anthropic`` does, minus argument parsing and display."""
+    """What ``llmflow run --backend anthropic`` does, minus argument parsing and display
+    (on ``client`` when given, else on the API at ``url``)."""
     catalog = load_catalog()
     pipeline_file, policy_file = load_pair(
         pipeline, policy, is_known_model=lambda m: catalog.get(m) is not None,
         model_ids=catalog.ids(),
     )  # fmt: skip
     assert policy_file is not None
-    os.environ["ANTHROPIC_API_KEY"] = API_KEY
-    os.environ["ANTHROPIC_BASE_URL"] = url
-    client = open_client("anthropic")
+    if client is None:
+        os.environ["ANTHROPIC_API_KEY"] = API_KEY
+        os.environ["ANTHROPIC_BASE_URL"] = url
+        client = open_client("anthropic")
     store = RunStore.open(state)
     try:
         plan = await build_plan_async(pipeline_file, policy_file, inputs={}, catalog=catalog)
@@ -270,9 +281,15 @@ def overhead_bodies(pipeline: Path) -> list[dict[str, Any]]:
     return bodies
 
 
-async def raw_loop(url: str, bodies: list[dict[str, Any]], concurrency: int) -> None:
+async def raw_loop(
+    url: str,
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    client: anthropic.AsyncAnthropic | None = None,
+) -> None:
     """AsyncAnthropic + Semaphore: the plain loop llmflow is compared with."""
-    client = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=url, max_retries=0)
+    if client is None:
+        client = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=url, max_retries=0)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(body: dict[str, Any]) -> None:
@@ -357,7 +374,8 @@ def overhead_phase(
               f"  runs {', '.join(f'{w:.2f}' for w, *_ in runs)} s;"
               f" client CPU {1000 * min(u for _, u, _ in runs) / n:.2f} ms/request;"
               f" CPUs {busy:.0%} busy (client+emulator)")  # fmt: skip
-    print(f"{'ratio llmflow / plain':<33}: {ours[0] / raw[0]:6.3f}  (target <= 1.15);"
+    target = 1.10 if label == "latency 0 ms" else 1.02
+    print(f"{'ratio llmflow / plain':<33}: {ours[0] / raw[0]:6.3f}  (target <= {target});"
           f" llmflow adds {1000 * (our_cpu - raw_cpu) / n:.2f} ms CPU/request")  # fmt: skip
     if cli:
         reset(url)
@@ -424,7 +442,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--repeat", type=int, default=3, help="Best of R runs per side.")
     parser.add_argument(
         "--extra-latency-ms",

@@ -579,7 +579,7 @@ def run_trial(
     launcher = Launcher.start(runs, root, gate, env)
     procs = launcher.runs
     try:
-        patience = startup_timeout or 60.0 + 2.0 * processes
+        patience = startup_timeout or 120.0 + 2.0 * processes
 
         def all_ready() -> bool:
             if launcher.proc.poll() is not None:
