@@ -18,7 +18,8 @@ a temporary ``PYTHONPYCACHEPREFIX`` (warmed by one run first), as an installed l
 would have it, even where ``PYTHONDONTWRITEBYTECODE`` is set (``--cold-bytecode``
 keeps the environment as it is: every start then compiles every module, ~1 s more).
 ``--code DIR`` runs the CLI from another source tree (``PYTHONPATH``), such as
-``git archive HEAD llmflow | tar -x -C DIR``, to compare with an older version.
+``git archive HEAD llmflow | tar -x -C DIR``, to compare with an older version (the
+store is then created by that version, with its schema).
 
 Targets on the large run: <= 0.5 s and <= 80 MB for every format. The same is
 measured on a run of ``--small`` requests (default 20,000) and on a tiny run
@@ -54,11 +55,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from llmflow.catalog import ModelInfo, TokenUsage, cost, format_usd, load_catalog
-from llmflow.tracker import RunStore, request_key
+from llmflow.tracker import request_key
 from llmflow.tracker.schema import timestamp
 from llmflow.tracker.store import DB_NAME
 
 _LLMFLOW = "import sys; from llmflow.cli import main; sys.argv[0] = 'llmflow'; main()"
+_CREATE = "import sys; from llmflow.tracker import RunStore; RunStore.open(sys.argv[1]).close()"
 FORMATS = ("table", "json", "html", "csv")
 TARGET_S = 0.5
 TARGET_MB = 80.0
@@ -250,12 +252,15 @@ def _exists(path: Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def build_store(root: Path, requests: int, steps: int) -> tuple[Decimal, int, float]:
+def build_store(
+    root: Path, requests: int, steps: int, env: dict[str, str]
+) -> tuple[Decimal, int, float]:
     """A store under ``root``: the measured run (ending a minute ago) and three small
     earlier runs of the same pipeline. Returns the run's total, billed responses, and
     the seconds the build took."""
     began = time.perf_counter()
-    RunStore.open(root).close()  # the schema, as llmflow creates it
+    # the schema, as the llmflow the reports run (``env``) creates it
+    subprocess.run([sys.executable, "-c", _CREATE, str(root)], env=env, cwd=root, check=True)
     conn = sqlite3.connect(root / DB_NAME, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("BEGIN")
@@ -335,7 +340,7 @@ class Figures:
 def measure(requests: int, steps: int, repeat: int, env: dict[str, str]) -> Figures:
     with tempfile.TemporaryDirectory(prefix="llmflow-report-bench-") as tmp:
         state = Path(tmp)
-        total, billed, built = build_store(state, requests, steps)
+        total, billed, built = build_store(state, requests, steps, env)
         size = (state / DB_NAME).stat().st_size
         print(
             f"run of {requests:,} requests ({billed:,} billed, {steps} steps):"
@@ -388,7 +393,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="llmflow-pycache-") as pycache:
         env = child_env(None if args.cold_bytecode else Path(pycache), code)
         with tempfile.TemporaryDirectory(prefix="llmflow-report-warm-") as warm:
-            build_store(Path(warm), 10, args.steps)
+            build_store(Path(warm), 10, args.steps, env)
             for fmt in FORMATS:  # compiles (and caches) every module the reports import
                 run_report(Path(warm), fmt, env)
         tiny, small, big, wide = (measure(n, st, args.repeat, env) for n, st in cases)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from llmflow.catalog import format_usd
 from llmflow.errors import ConfigError, Diagnostic
 
 if TYPE_CHECKING:
@@ -37,6 +36,8 @@ PIPE_WIDTH = 160
 
 def parse_budget(text: str | None) -> Decimal | None:
     """``--budget USD`` as a positive Decimal (a leading ``$`` is fine); ConfigError else."""
+    from llmflow.catalog import format_usd
+
     if text is None:
         return None
     try:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import sys
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 
 class LogFormat(StrEnum):
@@ -24,6 +26,8 @@ def configure_logging(fmt: LogFormat = LogFormat.console, *, verbose: bool = Fal
     JSON logs include info events (one per request); console logs show warnings and up
     unless ``verbose``, because the console has a progress display instead.
     """
+    import structlog
+
     level = (
         logging.INFO if fmt is LogFormat.json else (logging.DEBUG if verbose else logging.WARNING)
     )
@@ -47,6 +51,8 @@ def configure_logging(fmt: LogFormat = LogFormat.console, *, verbose: bool = Fal
 
 
 def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    import structlog
+
     return structlog.PrintLogger(sys.stderr)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -11,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from llmflow.catalog import Catalog, ModelInfo, Prices, format_usd, load_catalog
 from llmflow.cli._app import app
 from llmflow.cli._inputs import Backend
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from llmflow.catalog import Catalog, ModelInfo, Prices
     from llmflow.cli._model_drift import Drift
 
 
@@ -40,13 +39,24 @@ THIRD_PARTY_MARK = "*"
 ASSUMED_MARK = "?"
 
 
+def load_catalog() -> Catalog:
+    """The packaged catalog, imported on first use (``llmflow --version`` never loads it)."""
+    from llmflow.catalog import load_catalog as load
+
+    return load()
+
+
 def prices_json(prices: Prices) -> dict[str, str]:
     """Per-category prices as decimal strings (USD per million tokens)."""
+    from llmflow.catalog import format_usd
+
     return {name: format_usd(value) for name, value in prices.model_dump().items()}
 
 
 def model_json(info: ModelInfo, catalog: Catalog) -> dict[str, Any]:
     """One model of ``llmflow models --format json``."""
+    from llmflow.catalog import format_usd
+
     fast = info.fast
     return {
         "id": info.id,
@@ -114,6 +124,8 @@ def catalog_table(catalog: Catalog) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
+    from llmflow.catalog import format_usd
+
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), header_style="bold")
     table.add_column("model", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -157,6 +169,8 @@ def catalog_notes(catalog: Catalog) -> list[str]:
 
 
 def _model_notes(info: ModelInfo) -> list[str]:
+    from llmflow.catalog import format_usd
+
     notes: list[str] = []
     for band in info.bands:
         p = info.prices(prompt_tokens=band.above_prompt_tokens + 1)
@@ -258,6 +272,8 @@ def models(
     ),
 ) -> None:
     """Show the model catalog, or with --check its drift from the Models API."""
+    import asyncio
+
     from llmflow.cli._errors import reported_errors
     from llmflow.cli._inputs import table_console
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -139,6 +138,7 @@ def plan(
     ),
 ) -> None:
     """Resolve a pipeline under a policy and price it; nothing is sent."""
+    import asyncio
 
     from llmflow.cli._config import load_config
     from llmflow.cli._errors import reported_errors

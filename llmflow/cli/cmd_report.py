@@ -83,8 +83,10 @@ def report(
       llmflow report --last --format html > report.html
     """
     from llmflow.catalog import load_catalog
+    from llmflow.cli._logging import quiet_logging
     from llmflow.reporting import build_report, load_settings, render_csv, render_html, render_table
 
+    quiet_logging()  # stdout is the report's: an upgrade of the store logs nothing there
     if run_id is not None and last:
         raise typer.BadParameter("give a RUN_ID or --last, not both", param_hint="--last")
     threshold = _ratio(min_hit_ratio)
@@ -104,7 +106,7 @@ def report(
         if output_format is ReportFormat.json:
             typer.echo(store.summary(run_id, baseline=settings.baseline).to_json(), nl=False)
             return
-        data = build_report(store, run_id, settings)
+        data = build_report(store, run_id, settings, series=output_format is ReportFormat.html)
     if output_format is ReportFormat.csv:
         typer.echo(render_csv(data), nl=False)
     elif output_format is ReportFormat.html:
@@ -129,8 +131,10 @@ def runs(
 
       llmflow runs --state-dir /var/lib/llmflow --format json
     """
+    from llmflow.cli._logging import quiet_logging
     from llmflow.reporting import list_run_rows, runs_json, runs_table
 
+    quiet_logging()
     with reported_errors(), open_store(store_spec, existing=True) as store:
         rows = list_run_rows(store, limit=limit)
     if output_format is RunsFormat.json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
 import shutil
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from llmflow.catalog import format_usd
 from llmflow.cli._app import app
 from llmflow.cli._errors import reported_errors, stderr
 from llmflow.cli._inputs import Backend, option_error, parse_budget, parse_inputs
@@ -98,6 +96,8 @@ def run(
     emulator_batch_seconds: float = typer.Option(0.0, "--emulator-batch-seconds", hidden=True),
 ) -> None:
     """Execute a pipeline; every token is recorded and the budget is never overspent."""
+    import asyncio
+
     from rich.console import Console
 
     from llmflow.cli._backend import client_for
@@ -158,6 +158,8 @@ def run(
 
 
 def _finish(console: Console, outcome: RunOutcome, resume: ResumeArgs) -> None:
+    from llmflow.catalog import format_usd
+
     total = outcome.summary.total
     baseline = format_usd(total.cost_baseline) if total.cost_baseline is not None else "n/a"
     console.print(
@@ -196,6 +198,8 @@ def _savings(pct: Decimal | None) -> str:
 
 def _explain_budget_stop(outcome: RunOutcome, resume: ResumeArgs) -> None:
     """Say which limit stopped the run and give a resume command that can finish it."""
+    from llmflow.catalog import format_usd
+
     summary = outcome.summary
     refusal = outcome.budget_error
     spent = format_usd(summary.budget.spent)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
-
 import typer
 
 from llmflow.cli._app import app
@@ -11,6 +9,8 @@ from llmflow.cli._app import app
 
 def _print_version(value: bool) -> None:
     if value:
+        from importlib.metadata import version
+
         typer.echo(f"llmflow {version('llmflow')}")
         raise typer.Exit()
 

@@ -4,9 +4,9 @@ The contract figures come from the tracker's :class:`~llmflow.tracker.RunSummary
 (so every format agrees with ``summary.json``); the report adds the plan's tier,
 model and mode per step, a per-tier breakdown, per-step baseline and savings,
 warnings, spend today and this month (the budget counters), and the cumulative spend
-series (a bounded number of time buckets). Every figure is an SQL aggregate: the
-database scans a run's ledger once, and what Python holds grows with the run's steps
-(and the buckets), never with its requests.
+series (a bounded number of time buckets). Every figure is an SQL aggregate read in
+index order: what Python holds grows with the run's steps (and the buckets), never with
+its requests.
 """
 
 from __future__ import annotations
@@ -20,10 +20,16 @@ from pydantic import BaseModel, ConfigDict
 from llmflow.catalog import ZERO, ModelInfo, TokenUsage
 from llmflow.reporting.settings import ReportSettings
 from llmflow.reporting.warnings import ReportWarning, budget_stop, step_warnings
-from llmflow.tracker import RunStore, RunSummary, period_start
+from llmflow.tracker import RunRecord, RunStore, RunSummary, period_start
 from llmflow.tracker.store import UsageGroup
 from llmflow.tracker.store_budget import RunScopes, day_key
-from llmflow.tracker.store_queries import SERIES_BUCKETS, UsageCell, bucket_width_ms, step_usage
+from llmflow.tracker.store_queries import (
+    SERIES_BUCKETS,
+    SpendBucket,
+    UsageCell,
+    bucket_width_ms,
+    step_usage,
+)
 from llmflow.tracker.summary import baseline_cost, build_summary, savings_pct
 
 #: The cumulative spend series has at most this many points after its start (time
@@ -122,46 +128,42 @@ def _savings(
 
 
 def cumulative_series(
-    cells: Sequence[UsageCell], start: datetime, *, max_points: int = MAX_SERIES_POINTS
+    buckets: Sequence[SpendBucket], start: datetime, *, max_points: int = MAX_SERIES_POINTS
 ) -> list[SpendPoint]:
     """Cumulative spend from ``start`` (at 0) through the run's time buckets.
 
     Each point is what the run had spent when the last response of a bucket was
-    recorded (the cells of one bucket, one per step and tier, are merged). More
-    buckets than ``max_points`` (a run spread over many days) are merged in runs of
-    consecutive buckets; the last point is always the run's exact total.
+    recorded. More buckets than ``max_points`` (a run spread over many days) are merged
+    in runs of consecutive buckets; the last point is always the run's exact total.
     """
-    buckets: dict[tuple[str, int], tuple[datetime, Decimal]] = {}
-    first = start
-    for cell in cells:
-        first = min(first, cell.first)
-        last, cost = buckets.get(cell.bucket, (cell.last, ZERO))
-        buckets[cell.bucket] = (max(last, cell.last), cost + cell.cost)
-    ordered = [buckets[key] for key in sorted(buckets)]
-    points = [SpendPoint(at=first, cumulative=ZERO)]
+    ordered = sorted(buckets, key=lambda b: (b.day, b.slot))
+    points = [SpendPoint(at=start, cumulative=ZERO)]
     running = ZERO
     stride = max(1, -(-len(ordered) // max(1, max_points)))
-    for index, (last, cost) in enumerate(ordered):
-        running += cost
+    for index, bucket in enumerate(ordered):
+        running += bucket.cost
         if (index + 1) % stride == 0 or index == len(ordered) - 1:
-            points.append(SpendPoint(at=last, cumulative=running))
+            points.append(SpendPoint(at=bucket.last, cumulative=running))
     return points
 
 
 def usage_groups(cells: Sequence[UsageCell]) -> list[UsageGroup]:
-    """The cells summed per (step, tier, model, mode), by step and then first use."""
-    merged: dict[tuple[str, str | None, str, str], list[UsageCell]] = {}
-    for cell in sorted(cells, key=lambda c: (c.step_id, c.first_id)):
-        merged.setdefault((cell.step_id, cell.tier, cell.model, cell.mode), []).append(cell)
+    """The cells as usage groups, by step and then first use."""
     return [
         UsageGroup(
-            step_id=step_id, tier=tier, model=model, mode=cs[0].mode,
-            responses=sum(c.responses for c in cs), reading=sum(c.reading for c in cs),
-            writing=sum(c.writing for c in cs), usage=sum((c.usage for c in cs), TokenUsage()),
-            cost=sum((c.cost for c in cs), ZERO),
+            step_id=c.step_id, tier=c.tier, model=c.model, mode=c.mode, responses=c.responses,
+            reading=c.reading, writing=c.writing, usage=c.usage, cost=c.cost,
         )
-        for (step_id, tier, model, _), cs in merged.items()
+        for c in sorted(cells, key=lambda c: (c.step_id, c.first_id))
     ]  # fmt: skip
+
+
+def spend_series(store: RunStore, run: RunRecord) -> list[SpendPoint]:
+    """The run's cumulative spend over about :data:`MAX_SERIES_POINTS` time buckets."""
+    first, last = store.recorded_between(run.run_id) or (run.started_at, run.started_at)
+    width = bucket_width_ms(run.started_at, run.ended_at or last, MAX_SERIES_POINTS)
+    buckets = store.spend_buckets(run.run_id, width_ms=width)
+    return cumulative_series(buckets, min(first, run.started_at))
 
 
 def spend_periods(store: RunStore, pipeline: str, moment: datetime) -> SpendPeriods:
@@ -199,18 +201,22 @@ def _tier_rows(groups: Sequence[UsageGroup], baseline: ModelInfo | None) -> list
 
 
 def build_report(
-    store: RunStore, run_id: str, settings: ReportSettings, *, now: datetime | None = None
+    store: RunStore,
+    run_id: str,
+    settings: ReportSettings,
+    *,
+    now: datetime | None = None,
+    series: bool = True,
 ) -> ReportData:
     """The report of ``run_id`` (RunStoreError if the store has no such run).
 
-    Every figure comes from SQL aggregates: one pass over the run's usage ledger
-    (summed per step, tier, model, mode and time bucket), counts per step from its
-    requests, and the budget counters; nothing is read per request.
+    Every figure comes from SQL aggregates: the run's usage ledger summed per step,
+    tier, model and mode, and (unless ``series`` is False: only HTML draws it) its
+    spend per time bucket; counts per step from its requests, and the budget
+    counters; nothing is read per request.
     """
     run = store.get_run(run_id)
-    end = run.ended_at or store.last_recorded(run_id) or run.started_at
-    width = bucket_width_ms(run.started_at, end, MAX_SERIES_POINTS)
-    cells = store.usage_cells(run_id, width_ms=width)
+    cells = store.usage_cells(run_id)
     totals = store.step_totals(run_id, usage=step_usage(cells))
     summary = build_summary(store, run_id, baseline=settings.baseline, steps=totals)
     plans = {p.step_id: p for p in store.step_plans(run_id)}
@@ -259,7 +265,7 @@ def build_report(
         steps=steps,
         tiers=_tier_rows(groups, settings.baseline),
         spend=spend_periods(store, run.pipeline, moment),
-        series=cumulative_series(cells, run.started_at),
+        series=spend_series(store, run) if series else [],
         warnings=warnings,
         min_hit_ratio=settings.min_hit_ratio,
         baseline_model=settings.baseline.id if settings.baseline else None,

@@ -6,7 +6,8 @@ place by :data:`STEPS`, each taking it from version *n* to *n + 1*, all inside t
 transaction that opens the store: a failed step leaves the store untouched, and two
 processes opening the same old store upgrade it once (the second waits, then finds it
 current). Rows written before keep their meaning. A store of a newer version than
-this llmflow knows is refused, never downgraded. PostgreSQL stores start at version 3.
+this llmflow knows is refused, never downgraded. PostgreSQL stores start at version 3
+(:data:`POSTGRES_FROM`).
 
 History
     1   the first schema
@@ -16,6 +17,10 @@ History
         upgrade), ``requests.reserved_on`` and ``worker_id``, ``workers``, batch intents
         (``batches.requests``, ``worker_id``), ``runs.stop_reason``/``stop_detail`` and
         the run status ``pending``
+    4   indexes that cover what reports sum, read in index order: ``usage_group``
+        (run, step, tier, model, mode, id, tokens, cost) replaces ``usage_run`` (run,
+        step), ``usage_spend`` (run, recorded_at, cost_usd) replaces ``usage_time``
+        (recorded_at), and ``requests_truncated`` holds the ``max_tokens`` stops
 """
 
 from __future__ import annotations
@@ -152,8 +157,27 @@ def _build_counters(c: Cursor) -> None:
     )
 
 
-#: version n → the step that upgrades a SQLite store from n to n + 1.
-STEPS: Final[Mapping[int, Step]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(c: Cursor) -> None:
+    # the DDL of both dialects; dropped first, so the new indexes never coexist with the
+    # old ones they replace
+    for statement in (
+        "DROP INDEX IF EXISTS usage_run",
+        "DROP INDEX IF EXISTS usage_time",
+        "CREATE INDEX IF NOT EXISTS usage_group ON usage (run_id, step_id, tier, model, mode,"
+        " id, input_tokens, cache_write_5m, cache_write_1h, cache_read, output_tokens,"
+        " thinking_tokens, cost_usd)",
+        "CREATE INDEX IF NOT EXISTS usage_spend ON usage (run_id, recorded_at, cost_usd)",
+        "CREATE INDEX IF NOT EXISTS requests_truncated ON requests (run_id, step_id, status)"
+        " WHERE stop_reason = 'max_tokens'",
+    ):
+        c.execute(statement)
+
+
+#: version n → the step that upgrades a store from n to n + 1.
+STEPS: Final[Mapping[int, Step]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+
+#: The first version of a PostgreSQL store: its upgrades start there.
+POSTGRES_FROM = 3
 
 
 def upgrade(c: Cursor, db: Database, found: int, target: int) -> None:
@@ -169,7 +193,7 @@ def upgrade(c: Cursor, db: Database, found: int, target: int) -> None:
         )
     for version in range(found, target):
         step = STEPS.get(version)
-        if step is None or db.dialect != "sqlite":
+        if step is None or (db.dialect != "sqlite" and version < POSTGRES_FROM):
             raise ValueError(f"{where} has run store schema {found}; no upgrade to {target}")
         step(c)
     if found != target:

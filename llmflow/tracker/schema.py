@@ -17,7 +17,9 @@ Tables
                      output; ``reserved_usd`` is the upper bound reserved at dispatch,
                      ``reserved_on`` the UTC day whose budget counters hold it, and
                      ``worker_id`` the worker that claimed it
-    usage            the ledger: one row per billed response (append-only)
+    usage            the ledger: one row per billed response (append-only); its two
+                     indexes cover what reports sum: per (run, step, tier, model, mode)
+                     in ledger order, and per (run, recorded_at)
     budget_counters  the budget's authority: spent, reserved (in flight) and unrecorded
                      money per scope (a run; a day or month of a pipeline or of a tag
                      label). Every reservation is a check-and-update of these rows in
@@ -43,7 +45,7 @@ from llmflow.catalog import ZERO, format_usd
 from llmflow.tracker.db import Cursor, Database, Dialect, PostgresDatabase, SqliteDatabase
 from llmflow.tracker.migrations import upgrade
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -148,8 +150,10 @@ CREATE TABLE IF NOT EXISTS usage (
     speed          TEXT,
     inference_geo  TEXT
 );
-CREATE INDEX IF NOT EXISTS usage_run ON usage (run_id, step_id);
-CREATE INDEX IF NOT EXISTS usage_time ON usage (recorded_at);
+CREATE INDEX IF NOT EXISTS usage_group ON usage (run_id, step_id, tier, model, mode, id,
+    input_tokens, cache_write_5m, cache_write_1h, cache_read, output_tokens, thinking_tokens,
+    cost_usd);
+CREATE INDEX IF NOT EXISTS usage_spend ON usage (run_id, recorded_at, cost_usd);
 CREATE TABLE IF NOT EXISTS batches (
     run_id       TEXT NOT NULL REFERENCES runs (run_id),
     batch_id     TEXT NOT NULL,
@@ -188,6 +192,8 @@ CREATE TABLE IF NOT EXISTS workers (
     PRIMARY KEY (run_id, worker_id)
 );
 CREATE INDEX IF NOT EXISTS requests_claim ON requests (run_id, step_id, status, worker_id);
+CREATE INDEX IF NOT EXISTS requests_truncated ON requests (run_id, step_id, status)
+    WHERE stop_reason = 'max_tokens';
 """
 
 

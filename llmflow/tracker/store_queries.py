@@ -2,23 +2,28 @@
 
 Every query for reports is an aggregate: what it returns grows with a run's steps (and
 a bounded number of time buckets), never with its requests. The SQL is the portable
-kind (:mod:`llmflow.tracker.db`): ``dsum`` for money, ``CASE WHEN`` for counts,
-``substr``/``CAST`` over the fixed-width ISO 8601 timestamps for time buckets.
+kind (:mod:`llmflow.tracker.db`): ``CASE WHEN`` for counts, ``substr``/``CAST`` over
+the fixed-width ISO 8601 timestamps for time buckets, and money summed exactly
+(:func:`money_rows`). Indexes serve each aggregate in index order (no sort):
+``usage_group`` the groups and steps, ``usage_spend`` (covering) the spend by time,
+``requests_truncated`` the ``max_tokens`` stops.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from llmflow.catalog import ZERO, TokenUsage
-from llmflow.tracker.db import Cursor
+from llmflow.catalog import ZERO, TokenUsage, format_usd
+from llmflow.tracker.db import Cursor, Dialect
 from llmflow.tracker.records import JsonValue, Mode, OutputRecord, StepTotals, check_step_id
-from llmflow.tracker.schema import parse_timestamp, to_decimal
+from llmflow.tracker.schema import parse_timestamp, timestamp, to_decimal
 from llmflow.tracker.store_base import StoreBase
 from llmflow.tracker.store_requests import USAGE_COLS, token_usage
 
@@ -35,39 +40,83 @@ _MS_OF_DAY = (
     " + CAST(substr(recorded_at, 18, 2) AS INTEGER) * 1000"
     " + CAST(substr(recorded_at, 21, 3) AS INTEGER)"
 )
+_DAY_MS = 86_400_000
 _CHUNK = 500  # run ids per IN (...) list
+
+#: The two select items that ``{money}`` stands for in :func:`money_rows`: the sum of
+#: ``cost_usd``, then what SQLite's fast sum must check. SQLite stores money as text,
+#: and its exact ``dsum`` runs Python for every row; the fast sum adds integer
+#: picodollars instead, ``round(amount * 10^12)``, exact for an amount below 100 USD
+#: with at most 12 decimals (its double is within 2^-46 of it, a 70th of a picodollar).
+#: The check is the most decimals of an amount, plus 100 if one is 100 USD or more.
+#: PostgreSQL sums NUMERIC exactly.
+_FAST_MONEY: Mapping[Dialect, str] = {
+    "sqlite": "sum(CAST(round(cost_usd * 1000000000000) AS INTEGER)),"
+    " max(length(cost_usd) - instr(cost_usd, '.') + 100 * (abs(cost_usd) >= 100))",
+    "postgresql": "sum(cost_usd), 0",
+}
+_EXACT_MONEY = "dsum(cost_usd), 0"
+_PICO_DECIMALS = 12
+
+
+def money_rows(c: Cursor, dialect: Dialect, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql``, whose last select item is ``{money}`` (the sum of ``cost_usd``),
+    with that sum as a Decimal (ZERO over no rows) in place of its two columns.
+
+    SQLite tries the fast integer sum; if an amount is beyond it (too many decimals, too
+    large) or the integers overflow, the rows are read again with ``dsum``.
+    """
+    try:
+        rows = c.execute(sql.format(money=_FAST_MONEY[dialect]), args).fetchall()
+    except sqlite3.OperationalError as exc:  # "integer overflow": a sum past 9.2M USD
+        if "overflow" not in str(exc):
+            raise
+    else:
+        if dialect != "sqlite":
+            return [(*row[:-2], ZERO if row[-2] is None else Decimal(row[-2])) for row in rows]
+        if all(row[-1] is None or row[-1] <= _PICO_DECIMALS for row in rows):
+            return [(*row[:-2], _from_picos(row[-2])) for row in rows]
+    rows = c.execute(sql.format(money=_EXACT_MONEY), args).fetchall()
+    return [(*row[:-2], ZERO if row[-2] is None else Decimal(row[-2])) for row in rows]
+
+
+def _from_picos(picos: int | None) -> Decimal:
+    # as dsum gives it: the shortest decimal string, read back
+    return ZERO if picos is None else Decimal(format_usd(Decimal(picos).scaleb(-_PICO_DECIMALS)))
 
 
 @dataclass(frozen=True, slots=True)
 class UsageCell:
-    """Billed responses of one step on one (tier, model, mode) within one time bucket.
+    """Billed responses of one step on one (tier, model, mode): counts, tokens, cost.
 
-    A bucket is ``(day, slot)``: the UTC day of ``recorded_at`` and its millisecond of
-    the day divided by the bucket width, so buckets follow each other in time order.
     ``first_id`` is the smallest ledger id (the order groups first appeared in);
     ``reading`` and ``writing`` count the responses that read from / wrote to the
-    prompt cache; ``first`` and ``last`` are the earliest and latest ``recorded_at``
-    within the cell.
+    prompt cache.
     """
 
     step_id: str
     tier: str | None
     model: str
     mode: Mode
-    day: str
-    slot: int
     first_id: int
-    first: datetime
-    last: datetime
     responses: int
     reading: int
     writing: int
     usage: TokenUsage
     cost: Decimal
 
-    @property
-    def bucket(self) -> tuple[str, int]:
-        return self.day, self.slot
+
+@dataclass(frozen=True, slots=True)
+class SpendBucket:
+    """What a run spent within one time bucket: ``(day, slot)``, the UTC day of
+    ``recorded_at`` and its millisecond of the day divided by the bucket width, so
+    buckets follow each other in time order. ``last`` is the latest ``recorded_at``
+    within it."""
+
+    day: str
+    slot: int
+    last: datetime
+    cost: Decimal
 
 
 def step_usage(cells: Iterable[UsageCell]) -> dict[str, tuple[TokenUsage, Decimal]]:
@@ -83,6 +132,22 @@ def bucket_width_ms(start: datetime, end: datetime, buckets: int) -> int:
     """Milliseconds per bucket for about ``buckets`` buckets from ``start`` to ``end``."""
     span = max(0, -(-(end - start) // timedelta(milliseconds=1)))
     return max(1, -(-span // max(1, buckets)))
+
+
+def bucket_ranges(
+    first: datetime, last: datetime, width_ms: int
+) -> Iterator[tuple[str, int, str, str]]:
+    """``(day, slot, since, until)`` of each bucket from ``first`` to ``last`` (UTC):
+    ``recorded_at`` in ``[since, until)`` (timestamps) is in bucket ``(day, slot)``."""
+    day = datetime(first.year, first.month, first.day, tzinfo=first.tzinfo)
+    while day <= last:
+        ms_first = max(0, (first - day) // timedelta(milliseconds=1))
+        ms_last = min(_DAY_MS - 1, (last - day) // timedelta(milliseconds=1))
+        for slot in range(ms_first // width_ms, ms_last // width_ms + 1):
+            since = day + timedelta(milliseconds=slot * width_ms)
+            until = day + timedelta(milliseconds=min(_DAY_MS, (slot + 1) * width_ms))
+            yield day.strftime("%Y-%m-%d"), slot, timestamp(since), timestamp(until)
+        day += timedelta(days=1)
 
 
 class QueriesMixin(StoreBase):
@@ -143,18 +208,17 @@ class QueriesMixin(StoreBase):
     def runs_spent(self, run_ids: Sequence[str]) -> dict[str, Decimal]:
         """Recorded spend of each of ``run_ids`` (every session): one grouped read."""
         ids = list(dict.fromkeys(run_ids))
+        dialect = self._db.dialect
 
         def query(c: Cursor) -> dict[str, Decimal]:
             out = dict.fromkeys(ids, ZERO)
             for at in range(0, len(ids), _CHUNK):
                 chunk = ids[at : at + _CHUNK]
                 marks = ", ".join("?" for _ in chunk)
-                for run_id, spent in c.execute(
-                    f"SELECT run_id, dsum(cost_usd) FROM usage WHERE run_id IN ({marks})"
-                    " GROUP BY run_id",
-                    chunk,
-                ).fetchall():
-                    out[run_id] = Decimal(spent)
+                sql = (
+                    f"SELECT run_id, {{money}} FROM usage WHERE run_id IN ({marks}) GROUP BY run_id"
+                )
+                out.update(money_rows(c, dialect, sql, chunk))
             return out
 
         return self._read(query)
@@ -168,6 +232,7 @@ class QueriesMixin(StoreBase):
         the ledger (:func:`step_usage` of :meth:`usage_cells`); else it is summed here.
         Steps come in plan order, then any others seen (as :meth:`step_ids`).
         """
+        dialect = self._db.dialect
 
         def query(c: Cursor) -> list[StepTotals]:
             plans = {
@@ -187,13 +252,13 @@ class QueriesMixin(StoreBase):
                 counts.setdefault(s, {})[status] = n
             summed = usage
             if summed is None:
+                sql = (
+                    f"SELECT step_id, {USAGE_SUMS}, {{money}} FROM usage WHERE run_id = ?"
+                    " GROUP BY step_id"
+                )
                 summed = {
-                    s: (token_usage(tokens), Decimal(cost))
-                    for s, *tokens, cost in c.execute(
-                        f"SELECT step_id, {USAGE_SUMS}, dsum(cost_usd) FROM usage"
-                        " WHERE run_id = ? GROUP BY step_id",
-                        (run_id,),
-                    ).fetchall()
+                    s: (token_usage(tokens), cost)
+                    for s, *tokens, cost in money_rows(c, dialect, sql, (run_id,))
                 }
             seen = sorted(set(counts) - set(plans))
             out = []
@@ -225,43 +290,80 @@ class QueriesMixin(StoreBase):
         )
         return {step_id: n for step_id, n in rows}
 
-    def last_recorded(self, run_id: str) -> datetime | None:
-        """When the run's latest billed response was recorded (None: nothing billed)."""
+    def recorded_between(self, run_id: str) -> tuple[datetime, datetime] | None:
+        """When the run's first and latest billed responses were recorded (None: nothing
+        billed)."""
         row = self._read(
             lambda c: c.execute(
-                "SELECT max(recorded_at) FROM usage WHERE run_id = ?", (run_id,)
+                "SELECT (SELECT min(recorded_at) FROM usage WHERE run_id = ?),"
+                " (SELECT max(recorded_at) FROM usage WHERE run_id = ?)",
+                (run_id, run_id),
             ).fetchone()
         )
-        return parse_timestamp(row[0]) if row and row[0] else None
+        return (parse_timestamp(row[0]), parse_timestamp(row[1])) if row and row[0] else None
 
-    def usage_cells(self, run_id: str, *, width_ms: int) -> list[UsageCell]:
-        """The run's usage ledger summed per step, tier, model, mode and time bucket.
-
-        One pass over the ledger in SQL; a bucket is ``width_ms`` milliseconds of a UTC
-        day (:class:`UsageCell`; :func:`bucket_width_ms` picks a width), so the result
-        has at most steps × tiers × modes × buckets rows, whatever the requests. Cells
-        come in no particular order.
-        """
-        width = max(1, int(width_ms))
-        rows = self._read(
-            lambda c: c.execute(
-                "SELECT step_id, tier, model, mode, substr(recorded_at, 1, 10),"
-                f" ({_MS_OF_DAY}) / CAST(? AS INTEGER), min(id),"
-                " min(recorded_at), max(recorded_at), count(*),"
-                " sum(CASE WHEN cache_read > 0 THEN 1 ELSE 0 END),"
-                " sum(CASE WHEN cache_write_5m + cache_write_1h > 0 THEN 1 ELSE 0 END),"
-                f" {USAGE_SUMS}, dsum(cost_usd)"
-                " FROM usage WHERE run_id = ? GROUP BY 1, 2, 3, 4, 5, 6",
-                (width, run_id),
-            ).fetchall()
+    def usage_cells(self, run_id: str) -> list[UsageCell]:
+        """The run's usage ledger summed per step, tier, model and mode, in no particular
+        order: one pass over the ledger in ``usage_group`` order."""
+        sql = (
+            "SELECT step_id, tier, model, mode, min(id), count(*),"
+            " sum(CASE WHEN cache_read > 0 THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN cache_write_5m + cache_write_1h > 0 THEN 1 ELSE 0 END),"
+            f" {USAGE_SUMS}, {{money}} FROM usage WHERE run_id = ?"
+            " GROUP BY step_id, tier, model, mode"
         )
+        rows = self._read(lambda c: money_rows(c, self._db.dialect, sql, (run_id,)))
         return [
             UsageCell(
-                step_id=s, tier=tier, model=model, mode=mode, day=day, slot=int(slot),
-                first_id=int(first_id), first=parse_timestamp(first),
-                last=parse_timestamp(last), responses=int(n),
-                reading=int(rd), writing=int(wr), usage=token_usage(tokens), cost=Decimal(cost),
+                step_id=s, tier=tier, model=model, mode=mode, first_id=int(first_id),
+                responses=int(n), reading=int(rd), writing=int(wr), usage=token_usage(tokens),
+                cost=cost,
             )
-            for s, tier, model, mode, day, slot, first_id, first, last, n, rd, wr, *tokens, cost
-            in rows
+            for s, tier, model, mode, first_id, n, rd, wr, *tokens, cost in rows
         ]  # fmt: skip
+
+    def spend_buckets(self, run_id: str, *, width_ms: int) -> list[SpendBucket]:
+        """What the run spent per time bucket of ``width_ms`` milliseconds of a UTC day
+        (:class:`SpendBucket`; :func:`bucket_width_ms` picks a width), in time order;
+        empty buckets are left out.
+
+        SQLite reads each bucket's range of the covering ``usage_spend`` index (no sort);
+        PostgreSQL, or a run whose ledger spans many more buckets than its width implies,
+        groups the ledger by bucket in one statement.
+        """
+        width = max(1, int(width_ms))
+        span = self.recorded_between(run_id)
+        if span is None:
+            return []
+        first, last = span
+        ranged = (last - first) // timedelta(milliseconds=width) + (last - first).days
+        if self._db.dialect == "sqlite" and ranged <= _MAX_RANGED:
+            return self._read(lambda c: list(_ranged_buckets(c, run_id, first, last, width)))
+        sql = (
+            f"SELECT substr(recorded_at, 1, 10), ({_MS_OF_DAY}) / CAST(? AS INTEGER),"
+            " max(recorded_at), {money} FROM usage WHERE run_id = ? GROUP BY 1, 2"
+        )
+        rows = self._read(lambda c: money_rows(c, self._db.dialect, sql, (width, run_id)))
+        buckets = [
+            SpendBucket(day, int(slot), parse_timestamp(last), cost)
+            for day, slot, last, cost in rows
+        ]
+        return sorted(buckets, key=lambda b: (b.day, b.slot))
+
+
+#: At most this many buckets are read range by range (a run's width makes about
+#: SERIES_BUCKETS of them, plus one a day).
+_MAX_RANGED = 4 * SERIES_BUCKETS
+
+
+def _ranged_buckets(
+    c: Cursor, run_id: str, first: datetime, last: datetime, width: int
+) -> Iterator[SpendBucket]:
+    sql = (
+        "SELECT max(recorded_at), {money} FROM usage"
+        " WHERE run_id = ? AND recorded_at >= ? AND recorded_at < ?"
+    )
+    for day, slot, since, until in bucket_ranges(first, last, width):
+        [(latest, cost)] = money_rows(c, "sqlite", sql, (run_id, since, until))
+        if latest is not None:
+            yield SpendBucket(day, slot, parse_timestamp(latest), cost)

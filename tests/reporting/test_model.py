@@ -7,12 +7,12 @@ from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
-from llmflow.catalog import ZERO, TokenUsage, format_usd, load_catalog
+from llmflow.catalog import ZERO, format_usd, load_catalog
 from llmflow.reporting import build_report, load_settings
 from llmflow.reporting.model import MAX_SERIES_POINTS, cumulative_series
 from llmflow.tracker import RunInfo, RunStore, StepPlan
 from llmflow.tracker.schema import timestamp
-from llmflow.tracker.store_queries import UsageCell
+from llmflow.tracker.store_queries import SpendBucket
 from llmflow.tracker.summary import baseline_cost
 
 HAIKU = "claude-haiku-4-5"
@@ -82,19 +82,25 @@ def test_cumulative_series_runs_from_zero_to_the_total(
     assert times[-1] == clock.now  # the digest, recorded last
 
 
-def _cell(at: datetime, slot: int, cost: str, step: str = "s") -> UsageCell:
-    return UsageCell(
-        step_id=step, tier="haiku", model="claude-haiku-4-5", mode="sync",
-        day=at.strftime("%Y-%m-%d"), slot=slot, first_id=slot, first=at, last=at,
-        responses=1, reading=0, writing=0, usage=TokenUsage(input=1), cost=Decimal(cost),
-    )  # fmt: skip
+def test_a_report_without_its_series_is_otherwise_the_same(
+    store: RunStore, clock: Any, builders: ModuleType
+) -> None:
+    summary, report = _report(store, clock, builders)
+    settings = load_settings("tests/fixtures/policies/basic.yaml", load_catalog())
+    bare = build_report(store, summary.run_id, settings, now=clock.now, series=False)
+    assert bare.series == [] and len(report.series) > 1
+    assert bare.model_copy(update={"series": report.series}) == report
+
+
+def _bucket(at: datetime, slot: int, cost: str) -> SpendBucket:
+    return SpendBucket(at.strftime("%Y-%m-%d"), slot, at, Decimal(cost))
 
 
 def test_cumulative_series_merges_buckets_beyond_max_points_and_keeps_the_total() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    cells = [_cell(start + timedelta(seconds=i), i, "0.0000001") for i in range(1001)]
-    cells += [_cell(start + timedelta(seconds=5), 5, "0.3", step="t")]  # same bucket, other step
-    points = cumulative_series(cells, start, max_points=100)
+    buckets = [_bucket(start + timedelta(seconds=i), i, "0.0000001") for i in range(1001)]
+    buckets[5] = _bucket(start + timedelta(seconds=5), 5, "0.3000001")
+    points = cumulative_series(buckets[::-1], start, max_points=100)  # in any order
     assert len(points) <= 101
     assert points[-1].cumulative == Decimal("0.3001001")
     assert points[-1].at == start + timedelta(seconds=1000)

@@ -1,11 +1,14 @@
-"""A store created by the previous schema (version 1) is upgraded when it is opened."""
+"""A store created by an older schema (version 1, or 3 on either database) is upgraded when
+it is opened."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import nullcontext
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -16,6 +19,7 @@ from llmflow.tracker import migrations
 from llmflow.tracker.records import Response, RunInfo, request_key
 from llmflow.tracker.schema import SCHEMA_VERSION
 from llmflow.tracker.store import DB_NAME, RunStore
+from tests.postgres import fresh_schema
 
 D = Decimal
 V1_DDL = Path(__file__).with_name("schema_v1.sql").read_text("utf-8")
@@ -72,7 +76,7 @@ def test_an_old_store_is_upgraded_and_its_history_kept(tmp_path: Path) -> None:
         store = RunStore.open(state)
     upgraded = [e for e in logs if e["event"] == "store.schema_upgraded"]
     assert [(e["from_version"], e["to_version"]) for e in upgraded] == [(1, SCHEMA_VERSION)]
-    assert _version(state / DB_NAME) == SCHEMA_VERSION == 3
+    assert _version(state / DB_NAME) == SCHEMA_VERSION == 4
     # what was recorded before still counts, read with the new columns
     assert store.run_spent("old") == D("0.0002")
     [totals] = store.step_totals("old")
@@ -172,6 +176,61 @@ def test_processes_opening_an_old_store_together_upgrade_it_once(tmp_path: Path)
     assert errors == []
     assert [e["event"] for e in logs].count("store.schema_upgraded") == 1
     assert _version(state / DB_NAME) == SCHEMA_VERSION
+
+
+#: The report indexes of version 4 and those of version 3 they replace.
+V4_INDEXES = {"usage_group", "usage_spend", "requests_truncated"}
+V3_INDEXES = {
+    "usage_run": "CREATE INDEX usage_run ON usage (run_id, step_id)",
+    "usage_time": "CREATE INDEX usage_time ON usage (recorded_at)",
+}
+
+
+def _as_v3(c: Any) -> None:
+    """Make a current store what schema 3 left: the old report indexes, version 3."""
+    for name in V4_INDEXES:
+        c.execute(f"DROP INDEX {name}")
+    for ddl in V3_INDEXES.values():
+        c.execute(ddl)
+    c.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+
+def _indexes(c: Any, dialect: str) -> set[str]:
+    sql = (
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'"
+        if dialect == "sqlite"
+        else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        " AND indexname NOT LIKE '%_pkey'"
+    )
+    return {str(r[0]) for r in c.execute(sql).fetchall()}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_version_3_store_gets_the_report_indexes(tmp_path: Path, dialect: str) -> None:
+    with fresh_schema() if dialect == "postgresql" else nullcontext(str(tmp_path / "s")) as spec:
+        store = RunStore.open(spec, runs_dir=tmp_path / "runs")
+        store.start_run("r", RunInfo(pipeline="p", policy="default"))
+        for i, cost in enumerate(("0.0002", "150.5")):
+            key = request_key("a", i)
+            store.mark_dispatched("r", "a", key, i, model="m", tier="t", mode="sync", reserved=D(1))
+            usage = TokenUsage(input=10)
+            store.record_success("r", Response("a", key, i, "m", "t", "sync", usage, D(cost)))
+        with store.db.transaction() as c:
+            _as_v3(c)
+            current = _indexes(c, dialect)
+        store.close()
+        assert set(V3_INDEXES) <= current and not V4_INDEXES & current
+        with capture_logs() as logs:
+            store = RunStore.open(spec, runs_dir=tmp_path / "runs")
+        assert [(e["from_version"], e["to_version"]) for e in logs] == [(3, 4)]
+        with store.db.reading() as c:
+            current = _indexes(c, dialect)
+            version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        assert current >= V4_INDEXES and not set(V3_INDEXES) & current
+        assert int(version[0]) == SCHEMA_VERSION
+        assert store.run_spent("r") == D("150.5002")
+        assert [c.responses for c in store.usage_cells("r")] == [2]
+        store.close()
 
 
 def test_every_version_before_this_one_has_an_upgrade_step() -> None:

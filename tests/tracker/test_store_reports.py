@@ -1,15 +1,19 @@
-"""The run store's read-only queries for reports: plans, usage groups and cells, counts."""
+"""The run store's read-only queries for reports: plans, usage groups, buckets, counts."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from llmflow.catalog import TokenUsage
+from llmflow.tracker import schema
 from llmflow.tracker.records import Response, RunInfo, StepPlan, request_key
 from llmflow.tracker.store import RunStore
-from llmflow.tracker.store_queries import bucket_width_ms, step_usage
+from llmflow.tracker.store_queries import bucket_width_ms, money_rows, step_usage
 
 
 def _resp(step: str, i: int, *, tier: str, mode: str, cost: str, **usage: int) -> Response:
@@ -72,42 +76,46 @@ def test_stop_reasons_count_succeeded_requests(store: RunStore, clock: Any) -> N
     assert store.stop_reasons("r1") == {"a": {"max_tokens": 1, "end_turn": 2}, "b": {"end_turn": 1}}
 
 
-def test_usage_cells_sum_the_ledger_per_group_and_time_bucket(store: RunStore, clock: Any) -> None:
-    start = clock.now
-    _run(store, clock)  # four responses, one a second
-    cells = store.usage_cells("r1", width_ms=1000)  # one bucket per second
-    assert sorted((c.step_id, c.last) for c in cells) == [
-        ("a", start + timedelta(seconds=1)), ("a", start + timedelta(seconds=2)),
-        ("a", start + timedelta(seconds=3)), ("b", start + timedelta(seconds=4)),
-    ]  # fmt: skip
-    assert all(c.day == "2026-05-20" and c.first == c.last for c in cells)
-    assert len({c.bucket for c in cells}) == 4
-    assert sorted(c.cost for c in cells) == [Decimal(x) for x in ("0.02", "0.05", "0.1", "0.3")]
-    wide = store.usage_cells("r1", width_ms=3_600_000)  # one bucket: per group only
-    by_group = {(c.step_id, c.tier, c.mode): c for c in wide}
-    assert len(wide) == len(by_group) == 3
+def test_usage_cells_sum_the_ledger_per_group(store: RunStore, clock: Any) -> None:
+    _run(store, clock)
+    cells = store.usage_cells("r1")
+    by_group = {(c.step_id, c.tier, c.mode): c for c in cells}
+    assert len(cells) == len(by_group) == 3
     batch = by_group["a", "haiku", "batch"]
     assert (batch.responses, batch.reading, batch.writing) == (2, 1, 1)
     assert batch.usage == TokenUsage(input=10, cache_write_5m=100, cache_read=100)
     assert batch.cost == Decimal("0.12")
-    assert (batch.first, batch.last) == (start + timedelta(seconds=1), start + timedelta(seconds=2))
+    assert batch.first_id < by_group["a", "sonnet", "sync"].first_id
     assert by_group["b", "haiku", "sync"].writing == 1
-    assert store.usage_cells("nope", width_ms=1000) == []
+    assert store.usage_cells("nope") == []
+
+
+def test_spend_buckets_sum_the_ledger_per_time_bucket(store: RunStore, clock: Any) -> None:
+    start = clock.now
+    _run(store, clock)  # four responses, one a second
+    buckets = store.spend_buckets("r1", width_ms=1000)  # one bucket per second
+    assert [b.last for b in buckets] == [start + timedelta(seconds=s) for s in (1, 2, 3, 4)]
+    assert all(b.day == "2026-05-20" for b in buckets)
+    assert [b.cost for b in buckets] == [Decimal(x) for x in ("0.1", "0.02", "0.3", "0.05")]
+    [wide] = store.spend_buckets("r1", width_ms=3_600_000)
+    assert (wide.last, wide.cost) == (start + timedelta(seconds=4), Decimal("0.47"))
+    assert store.spend_buckets("nope", width_ms=1000) == []
 
 
 def test_step_totals_from_cells_equal_the_ones_it_sums(store: RunStore, clock: Any) -> None:
     _run(store, clock)
-    cells = store.usage_cells("r1", width_ms=1)
+    cells = store.usage_cells("r1")
     assert store.step_totals("r1", usage=step_usage(cells)) == store.step_totals("r1")
     assert [t.step_id for t in store.step_totals("r1")] == ["a", "b"]
 
 
-def test_max_tokens_stops_and_last_recorded(store: RunStore, clock: Any) -> None:
+def test_max_tokens_stops_and_recorded_between(store: RunStore, clock: Any) -> None:
     start = clock.now
-    assert store.last_recorded("r1") is None
+    assert store.recorded_between("r1") is None
     _run(store, clock)
     assert store.max_tokens_stops("r1") == {"a": 1}
-    assert store.last_recorded("r1") == start + timedelta(seconds=4)
+    span = (start + timedelta(seconds=1), start + timedelta(seconds=4))
+    assert store.recorded_between("r1") == span
 
 
 def test_runs_spent_in_one_read(store: RunStore, clock: Any) -> None:
@@ -124,3 +132,37 @@ def test_bucket_width_covers_the_span_in_about_the_number_of_buckets() -> None:
     assert bucket_width_ms(start, start, 200) == 1
     assert bucket_width_ms(start, start - timedelta(seconds=5), 200) == 1
     assert bucket_width_ms(start, start + timedelta(milliseconds=1001), 200) == 6
+
+
+#: Amounts around the fast SQLite sum's limits: 12 decimals and more, 100 USD and more.
+AWKWARD = ("0.000000000001", "0.0000000000001", "99.999999999999", "100", "1234.5", "3")
+
+
+@pytest.mark.parametrize("amounts", [AWKWARD[:1] + AWKWARD[2:3] + AWKWARD[5:], AWKWARD])
+def test_every_sum_of_money_is_exact(store: RunStore, clock: Any, amounts: tuple[str, ...]) -> None:
+    store.start_run("r1", RunInfo(pipeline="p", policy="default", steps=()))
+    for i, cost in enumerate(amounts * 3):
+        clock.advance(seconds=1)
+        r = _resp("a", i, tier="haiku", mode="sync", cost=cost, input=1)
+        store.mark_dispatched(
+            "r1", "a", r.key, i, model=r.model, tier="haiku", mode="sync", reserved=Decimal(1)
+        )
+        store.record_success("r1", r)
+    exact = sum(Decimal(a) for a in amounts) * 3
+    assert store.run_spent("r1") == exact
+    assert [t.cost for t in store.step_totals("r1")] == [exact]
+    assert [c.cost for c in store.usage_cells("r1")] == [exact]
+    assert sum(b.cost for b in store.spend_buckets("r1", width_ms=1000)) == exact
+
+
+def test_money_sums_past_the_fast_sums_range_are_exact() -> None:
+    """9.3M USD in amounts below 100 USD overflow SQLite's integer picodollars."""
+    conn = sqlite3.connect(":memory:")
+    conn.create_aggregate("dsum", 1, schema._DecimalSum)  # type: ignore[arg-type]
+    sql = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 93000)"
+        " SELECT 'a', {money} FROM (SELECT '99.999999999999' AS cost_usd FROM n)"
+    )
+    with pytest.raises(sqlite3.OperationalError, match="overflow"):
+        conn.execute(sql.format(money="sum(CAST(round(cost_usd * 1000000000000) AS INTEGER))"))
+    assert money_rows(conn, "sqlite", sql, ()) == [("a", Decimal("99.999999999999") * 93_000)]
