@@ -139,7 +139,7 @@ class BatchStep:
             yield key, index, params
 
     def _shared(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Reuse one string object for identical system texts (bounded memory in a chunk)."""
+        """Reuse one string object for identical system texts of a chunk."""
         for block in params.get("system") or ():
             block["text"] = self._texts.setdefault(block["text"], block["text"])
         return params
@@ -162,6 +162,7 @@ class BatchStep:
                 if batch_id is None:
                     break
                 submitted.append(batch_id)
+            self._texts.clear()  # per chunk: per-item system texts must not pile up
             if self.ctx.stopping:
                 break
         return submitted

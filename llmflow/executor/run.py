@@ -267,33 +267,55 @@ async def _run_step(
         return
     pending = False
     if route.mode == "batch":
-        batches = BatchStep(ctx, route, lambda wanted: _items_at(ctx, step_id, wanted))
-        open_batches = [
-            b for b in store.open_batches(run_id, worker_id=ctx.worker_id if ctx.shared else None)
-            if b.step_id == step_id
-        ]  # fmt: skip
-        if open_batches:
-            await batches.resume(open_batches)
-        passes = True
-        while passes and not ctx.stopping:
-            finished = store.finished_keys(run_id, step_id, in_flight=True)
-            await batches.run(_pending_items(ctx, step_id, finished))
-            passes = not batches.pending and await ctx.step_settled(step_id)
-        pending = batches.pending
+        pending = await _run_batch(ctx, route, store)
     elif not ctx.stopping:
         passes = True
         while passes and not ctx.stopping:
             finished = store.finished_keys(run_id, step_id, in_flight=ctx.shared)
             await SyncStep(ctx, route, slots=slots).run(_pending_items(ctx, step_id, finished))
             passes = await ctx.step_settled(step_id)
-    records = store.step_output_records(run_id, step_id)
-    if len(records) == total:
-        ctx.set_outputs(step_id, [r.output for r in records])
-    else:
+    if _succeeded(store, run_id, step_id) != total:
         incomplete.add(step_id)
+    elif _read_later(pipeline_file, step_id):  # only then are its outputs loaded
+        ctx.set_outputs(step_id, store.step_outputs(run_id, step_id))
     if pending:
         ctx.pending_steps.add(step_id)
     ctx.observer.step_finished(step_id)
+
+
+async def _run_batch(ctx: RunContext, route: StepRoute, store: RunStore) -> bool:
+    """Settle what earlier sessions of a batch step submitted, then send the rest; True
+    when a batch is left running (detach). Neither the open batches' records nor the
+    finished keys outlive their use (a step of a million items holds them)."""
+    step_id, run_id = route.step_id, ctx.tracker.run_id
+    batches = BatchStep(ctx, route, lambda wanted: _items_at(ctx, step_id, wanted))
+    worker_id = ctx.worker_id if ctx.shared else None
+    passes = True
+    while passes and not ctx.stopping:
+        # Every pass: a dead worker's batches are this worker's once its lease expired.
+        await batches.resume(
+            b for b in store.open_batches(run_id, worker_id=worker_id) if b.step_id == step_id
+        )
+        if ctx.stopping:
+            break
+        finished = store.finished_keys(run_id, step_id, in_flight=True)
+        await batches.run(_pending_items(ctx, step_id, finished))
+        del finished  # not alive with the next pass's
+        passes = not batches.pending and await ctx.step_settled(step_id)
+    return batches.pending
+
+
+def _succeeded(store: RunStore, run_id: str, step_id: str) -> int:
+    """How many of the step's requests succeeded, counted by the store (a step of a
+    million items is not loaded to be counted)."""
+    counts = store.step_totals(run_id, usage={})  # counts only: the ledger is not summed
+    return next((t.succeeded for t in counts if t.step_id == step_id), 0)
+
+
+def _read_later(pipeline_file: PipelineFile, step_id: str) -> bool:
+    """True when another step of the pipeline reads this step's outputs."""
+    pipeline = pipeline_file.pipeline
+    return any(step_id in step_dependencies(pipeline, other) for other in pipeline.steps)
 
 
 def _items_at(ctx: RunContext, step_id: str, wanted: set[int]) -> Iterator[tuple[int, str, Any]]:

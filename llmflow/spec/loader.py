@@ -19,7 +19,6 @@ from pydantic import BaseModel, ValidationError
 from llmflow.errors import ConfigError, Diagnostic, PlanError
 from llmflow.spec._yaml import NodePath, Positions, load_yaml
 from llmflow.spec._yaml import dotted as _dotted
-from llmflow.spec.dag import build_graph, find_cycle
 from llmflow.spec.diagnostics import (
     did_you_mean,
     from_validation_error,
@@ -30,7 +29,6 @@ from llmflow.spec.diagnostics import (
 from llmflow.spec.pipeline import DatasetInput, Pipeline, ScalarInput, TextInput
 from llmflow.spec.policy import Policy
 from llmflow.spec.routing import resolve_route
-from llmflow.spec.templates import check_syntax, references
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -234,6 +232,8 @@ def _without_bad_fields(
 
 
 def _check_pipeline(loaded: PipelineFile) -> list[Diagnostic]:
+    from llmflow.spec.dag import build_graph, find_cycle  # networkx: pipelines only
+
     pipeline = loaded.pipeline
     problems: list[Diagnostic] = []
     for name, spec in pipeline.inputs.items():
@@ -321,6 +321,8 @@ def _check_for_each(
 def _check_template(
     loaded: PipelineFile, step_id: str, node_path: NodePath, text: str
 ) -> list[Diagnostic]:
+    from llmflow.spec.templates import check_syntax, references  # jinja2: pipelines only
+
     pipeline = loaded.pipeline
     problem = check_syntax(text)
     if problem is not None:
