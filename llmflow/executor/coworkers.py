@@ -75,6 +75,8 @@ class WorkerSession:
             if dead:
                 taken = store.reclaim_dead(run_id, self.tracker.scopes)
                 _log.warning("worker.reclaimed", run_id=run_id, step=step_id, requests=taken)
+                if not taken:  # a dead worker's batch: the next pass adopts it, unhurried
+                    await asyncio.sleep(POLL_SECONDS)
                 return True
             if not live or (stopping is not None and stopping.is_set()):
                 return False
@@ -112,6 +114,8 @@ class WorkerSession:
         if complete:
             return "succeeded"
         reason, _ = store.stop_of(run_id)
+        if reason is None and store.open_batches(run_id):
+            return "pending"  # batches left running (--detach): a later session collects
         return _STOPS.get(reason or "", "partial")
 
 

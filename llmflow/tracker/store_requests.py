@@ -271,7 +271,8 @@ class RequestsMixin(StoreBase):
         """Batches (and intents) not yet marked ended, oldest first (to poll on resume).
 
         With ``worker_id``, only those nobody else alive holds; they become this
-        worker's (a live worker polls its own batches)."""
+        worker's, with their requests in flight (a live worker polls its own batches,
+        and the others see its holds as a live worker's)."""
         if worker_id is None:
             return self._batches(run_id, "AND ended_at IS NULL")
         now = self._now()
@@ -281,6 +282,12 @@ class RequestsMixin(StoreBase):
                 " (worker_id IS NULL OR worker_id NOT IN (SELECT worker_id FROM workers WHERE"
                 " run_id = ? AND ended_at IS NULL AND lease_until >= ? AND worker_id <> ?))",
                 (worker_id, run_id, run_id, now, worker_id),
+            )
+            c.execute(
+                "UPDATE requests SET worker_id = ? WHERE run_id = ? AND status = 'in_flight'"
+                " AND worker_id <> ? AND batch_id IN (SELECT batch_id FROM batches WHERE"
+                " run_id = ? AND ended_at IS NULL AND worker_id = ?)",
+                (worker_id, run_id, worker_id, run_id, worker_id),
             )
         return self._batches(run_id, "AND ended_at IS NULL AND worker_id = ?", (worker_id,))
 
