@@ -10,12 +10,16 @@ subprocess on loopback (``--batch-seconds``: how long each batch takes) serves t
 (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``).
 
 Measured: the run's peak RSS (``os.wait4`` → ``ru_maxrss``, cross-checked with
-``/proc/<pid>/status`` VmHWM polled while it runs), its wall time, and the emulator's
-peak RSS separately (the emulator keeps every batch in memory: that is not llmflow's).
+``/proc/<pid>/status`` VmHWM polled while it runs; VmHWM alone when the bench process is
+the bigger, whose high-water mark a child's ru_maxrss starts from), its wall time, and
+the emulator's peak RSS separately (the emulator keeps every batch in memory: that is
+not llmflow's).
 Each run must exit 0 and leave N succeeded requests in the store.
 
 Time is bounded: 1M runs only when the linear extrapolation from the two smaller
-points fits ``--max-minutes`` (default 15); otherwise the extrapolation is printed.
+points fits ``--max-minutes`` (default 15; ``--force`` runs it anyway); otherwise the
+extrapolation is printed. A run is killed after ``--timeout`` (default 2 h) and an
+in-process one interrupted; a run that did not complete shows no verdict.
 
 ``--tracemalloc N`` also runs N items in-process under ``tracemalloc``: a thread keeps
 the snapshot taken at the highest traced total and prints its top allocation sites
@@ -152,7 +156,7 @@ class Measured:
     store: str
     exit_code: int
     wall: float
-    maxrss_mb: float  # ru_maxrss from wait4
+    maxrss_mb: float  # ru_maxrss from wait4 (VmHWM when it is this process's own)
     hwm_mb: float  # last VmHWM seen while polling
     emulator_mb: float  # the emulator's VmHWM after the run
     cpu: float  # the run's user + system CPU seconds
@@ -182,6 +186,9 @@ def run_cli(
     args += ["--backend", "anthropic", "--store", store, "--run-id", "mem"]
     args += ["--log-format", log_format]
     served = cpu_seconds(emulator_pid)
+    # A child's ru_maxrss starts at its parent's high-water mark (Linux carries the old
+    # mm's into it at exec): when this process is the bigger, only VmHWM tells.
+    own = proc_status_kb(os.getpid(), "VmHWM")
     with log.open("wb") as out:
         start = time.perf_counter()
         started = time.time()
@@ -208,8 +215,17 @@ def run_cli(
     emulator = proc_status_kb(emulator_pid, "VmHWM")
     served = cpu_seconds(emulator_pid) - served
     cpu = usage.ru_utime + usage.ru_stime
-    return (proc.returncode, wall, usage.ru_maxrss / 1024, hwm / 1024, emulator / 1024,
+    maxrss = usage.ru_maxrss if usage.ru_maxrss > own else hwm
+    return (proc.returncode, wall, maxrss / 1024, hwm / 1024, emulator / 1024,
             cpu, served, timeline, started)  # fmt: skip
+
+
+def log_tail(path: Path, size: int = 1500) -> str:
+    """The last ``size`` bytes of a run's log (read whole, a million items' log would
+    make this process, and so the next run's ru_maxrss, hundreds of MB)."""
+    with path.open("rb") as log:
+        log.seek(max(0, log.seek(0, os.SEEK_END) - size))
+        return log.read().decode(errors="replace")
 
 
 def count_succeeded(store: str) -> int:
@@ -252,7 +268,7 @@ def measure(
     finally:
         stop(proc)
     succeeded = count_succeeded(store) if store_url or (Path(store) / "llmflow.db").exists() else 0
-    tail = (work / "run.log").read_text(errors="replace")[-1500:]
+    tail = log_tail(work / "run.log")
     return Measured(
         items,
         tag,
