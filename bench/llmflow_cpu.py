@@ -20,7 +20,7 @@ checkpoint thread counts, the disk's waits do not. ``--profile`` also prints
 llmflow's own functions' share, by module, of one profiled run.
 
     .venv/bin/python bench/llmflow_cpu.py [--requests N] [--small N] [--repeat R]
-        [--profile]
+        [--latency-ms MS] [--profile]
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ def rate_limit_headers() -> dict[str, str]:
     return headers
 
 
-def memory_client() -> anthropic.AsyncAnthropic:
-    """An AsyncAnthropic whose every request is answered in memory, a tick later."""
+def memory_client(latency: float = 0.0) -> anthropic.AsyncAnthropic:
+    """An AsyncAnthropic whose every request is answered in memory, a tick (or
+    ``latency`` seconds) later."""
     headers = rate_limit_headers()
     ids = itertools.count()
 
     async def answer(request: httpx2.Request) -> httpx2.Response:
-        await asyncio.sleep(0)
+        await asyncio.sleep(latency)
         return httpx2.Response(200, headers={**headers, "request-id": f"req_{next(ids)}"},
                                content=RESPONSE)  # fmt: skip
 
@@ -104,40 +105,41 @@ def cpu_of(factory: Callable[[], Coroutine[Any, Any, None]]) -> float:
     return time.process_time() - start
 
 
-async def plain(bodies: list[dict[str, Any]]) -> None:
-    await raw_loop(BASE_URL, bodies, CONCURRENCY, client=memory_client())
+async def plain(bodies: list[dict[str, Any]], latency: float) -> None:
+    await raw_loop(BASE_URL, bodies, CONCURRENCY, client=memory_client(latency))
 
 
-async def ours(pipeline: Path, policy: Path, work: Path, rep: int) -> None:
+async def ours(pipeline: Path, policy: Path, work: Path, rep: int, latency: float) -> None:
     state, run_id = work / f"state-{rep}", f"cpu-{rep}"
-    await llmflow_inprocess(pipeline, policy, BASE_URL, state, run_id, client=memory_client())
+    client = memory_client(latency)
+    await llmflow_inprocess(pipeline, policy, BASE_URL, state, run_id, client=client)
 
 
-def measure(root: Path, size: int, repeat: int) -> tuple[float, float]:
+def measure(root: Path, size: int, repeat: int, latency: float) -> tuple[float, float]:
     """Least CPU seconds of (plain, llmflow) over ``repeat`` alternations at ``size``."""
     work = root / f"n{size}"
     work.mkdir()
     pipeline, policy = write_overhead_files(work, size, CONCURRENCY)
     bodies = overhead_bodies(pipeline)
-    cpu_of(lambda: plain(bodies[: 2 * CONCURRENCY]))  # warm-up: imports, first calls
+    cpu_of(lambda: plain(bodies[: 2 * CONCURRENCY], 0.0))  # warm-up: imports, first calls
     ours_runs: list[float] = []
     plain_runs: list[float] = []
     for rep in range(repeat):
-        plain_runs.append(cpu_of(lambda: plain(bodies)))
-        ours_runs.append(cpu_of(partial(ours, pipeline, policy, work, rep)))
+        plain_runs.append(cpu_of(lambda: plain(bodies, latency)))
+        ours_runs.append(cpu_of(partial(ours, pipeline, policy, work, rep, latency)))
     print(f"  {size:>6} requests: plain {', '.join(f'{c:.3f}' for c in plain_runs)} s;"
           f" llmflow {', '.join(f'{c:.3f}' for c in ours_runs)} s")  # fmt: skip
     return min(plain_runs), min(ours_runs)
 
 
-def profile(root: Path, size: int) -> None:
+def profile(root: Path, size: int, latency: float) -> None:
     """llmflow's own functions' share of one profiled run, by module."""
     work = root / "profile"
     work.mkdir()
     pipeline, policy = write_overhead_files(work, size, CONCURRENCY)
     profiler = cProfile.Profile()
     profiler.enable()
-    asyncio.run(ours(pipeline, policy, work, 0))
+    asyncio.run(ours(pipeline, policy, work, 0, latency))
     profiler.disable()
     stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = sum(row[2] for row in stats.values())
@@ -157,6 +159,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5, help="Least CPU of R runs per side.")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="Answer each request this much later."
+    )
     args = parser.parse_args()
     if not 0 < args.small < args.requests <= 50_000:
         parser.error("need 0 < --small < --requests <= 50000")
@@ -165,8 +170,9 @@ def main() -> None:
           f" in-memory transport, concurrency {CONCURRENCY}, best of {args.repeat}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="llmflow-cpu-") as tmp:
         root = Path(tmp)
-        small_plain, small_ours = measure(root, args.small, args.repeat)
-        plain_cpu, ours_cpu = measure(root, args.requests, args.repeat)
+        latency = args.latency_ms / 1000
+        small_plain, small_ours = measure(root, args.small, args.repeat, latency)
+        plain_cpu, ours_cpu = measure(root, args.requests, args.repeat, latency)
         n = args.requests
         marginal = ((ours_cpu - plain_cpu) - (small_ours - small_plain)) / (n - args.small)
         fixed = (small_ours - small_plain) - marginal * args.small
@@ -175,7 +181,7 @@ def main() -> None:
         print(f"llmflow adds, per request     : {1000 * marginal:.3f} ms"
               f"  (target <= {TARGET_MS}); fixed cost {fixed:.3f} s")  # fmt: skip
         if args.profile:
-            profile(root, n)
+            profile(root, n, latency)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,14 @@ _log = structlog.get_logger("llmflow.executor")
 
 #: At most this many requests are reserved in one transaction.
 _GROUP = 256
+
+
+def reserved_ahead(max_concurrency: int) -> int:
+    """How many requests a sync step keeps reserved ahead of a free slot, at most: their
+    reservations are group-committed while every slot is busy, off the requests' path.
+    They are in flight for the store (a kill counts their upper bounds as unrecorded,
+    like those sent); a stop gives them back."""
+    return max(1, max_concurrency // 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,41 +72,57 @@ class SyncStep:
     async def run(self, items: Iterable[tuple[int, str, Any]]) -> None:
         """Send every ``(item_index, key, item)``; returns once all have settled."""
         tasks: set[asyncio.Task[None]] = set()
-        source = iter(items)
-        waiting: list[tuple[int, str, Any]] = []  # refused by the budget: tried again
+        queue = _Queue(iter(items))
+        ahead = reserved_ahead(self.ctx.policy.limits.max_concurrency)
+        refusal: BudgetExceeded | None = None
         try:
             while not self.ctx.stopping:
                 free = await self._free_slots()
-                if self.ctx.stopping:  # stopped while this waited for a slot
-                    self._release_slots(free)
+                if not self.ctx.stopping and len(queue.ready) < free and not queue.drained:
+                    refusal = await self._reserve(queue, free - len(queue.ready) + ahead)
+                sending = 0 if self.ctx.stopping else min(free, len(queue.ready))
+                for _ in range(sending):
+                    self._start(tasks, *queue.ready.popleft())
+                self._release_slots(free - sending)
+                if self.ctx.stopping or (not queue.ready and queue.drained):
                     break
-                group = waiting[:free] + list(itertools.islice(source, free - len(waiting[:free])))
-                waiting = waiting[free:]
-                if not group:
-                    self._release_slots(free)
-                    break
-                claimed = self._claimed(group)
-                if len(claimed) < len(group):  # other workers hold the rest
-                    self._release_slots(len(group) - len(claimed))
-                    free -= len(group) - len(claimed)
-                    group = claimed
-                    if not group:
-                        continue
-                sent, refusal = await self._dispatch(group)
-                self._release_slots(free - len(sent))
-                for (index, key, _), dispatched in zip(group, sent, strict=False):
-                    slot = _Slot(self.slots)
-                    task = asyncio.create_task(self._send(index, key, dispatched, slot))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    task.add_done_callback(slot.release)
-                if refusal is not None:
-                    waiting = group[len(sent) :] + waiting
+                if refusal is not None and not queue.ready:
                     if not await self.ctx.headroom_or_stop(self.route, refusal):
                         break
+                    refusal = None
+                elif refusal is None and len(queue.ready) <= ahead // 4 and not queue.drained:
+                    # reserve the next requests while every slot is busy, off their path
+                    refusal = await self._reserve(queue, ahead - len(queue.ready))
         finally:
+            if queue.ready:
+                self.ctx.tracker.unsend([(key, d.reservation) for _, key, d in queue.ready])
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start(
+        self, tasks: set[asyncio.Task[None]], index: int, key: str, dispatched: _Dispatched
+    ) -> None:
+        slot = _Slot(self.slots)
+        task = asyncio.create_task(self._send(index, key, dispatched, slot))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        task.add_done_callback(slot.release)
+
+    async def _reserve(self, queue: _Queue, count: int) -> BudgetExceeded | None:
+        """Reserve up to ``count`` more requests (the ones this worker claims) into the
+        queue's ready ones; the refusal of the first that did not fit, if any."""
+        while not self.ctx.stopping:
+            group = queue.take(min(count, _GROUP))
+            if not group:
+                return None
+            claimed = self._claimed(group)  # other workers may hold some
+            if not claimed:
+                continue
+            sent, refusal = await self._dispatch(claimed)
+            queue.ready.extend((i, k, d) for (i, k, _), d in zip(claimed, sent, strict=False))
+            queue.put_back(claimed[len(sent) :])
+            return refusal
+        return None
 
     def _claimed(self, group: list[tuple[int, str, Any]]) -> list[tuple[int, str, Any]]:
         """The part of ``group`` this worker claimed (all of it on a store of one worker)."""
@@ -301,6 +326,30 @@ class SyncStep:
                 billed=done,
             )  # fmt: skip
         ctx.observer.request_done(route.step_id)
+
+
+class _Queue:
+    """A step's requests not yet sent: reserved ones ready to go (in order), refused
+    ones to try again first, then the rest of the items."""
+
+    __slots__ = ("_again", "_source", "drained", "ready")
+
+    def __init__(self, source: Iterator[tuple[int, str, Any]]) -> None:
+        self.ready: deque[tuple[int, str, _Dispatched]] = deque()
+        self._again: list[tuple[int, str, Any]] = []
+        self._source = source
+        self.drained = False  # nothing left to reserve
+
+    def take(self, count: int) -> list[tuple[int, str, Any]]:
+        taken, self._again = self._again[:count], self._again[count:]
+        taken += itertools.islice(self._source, count - len(taken))
+        self.drained = not taken and not self._again
+        return taken
+
+    def put_back(self, refused: list[tuple[int, str, Any]]) -> None:
+        if refused:
+            self._again = refused + self._again
+            self.drained = False
 
 
 class _Slot:

@@ -167,6 +167,7 @@ class RecordOp:
     failures: Sequence[Failure] = ()
     possibly_billed: Sequence[Reservation] = ()
     releases: Sequence[Reservation] = ()
+    unsent: Sequence[tuple[str, Reservation]] = ()  # reserved ahead, never sent: pending
     alert_limits: Sequence[StoreLimit] = ()
     alert_at: Decimal | None = None
     alerted: frozenset[str] = field(default_factory=frozenset)
@@ -176,6 +177,7 @@ class RecordOp:
         yield from (f.reservation for f in self.failures)
         yield from self.possibly_billed
         yield from self.releases
+        yield from (r for _, r in self.unsent)
 
     def scope_keys(self, day: str) -> Iterable[str]:
         days = {r.day or day for r in self._reservations() if r is not None} | {day}
@@ -205,6 +207,14 @@ class RecordOp:
         self._unrecorded(c, counters, day)
         for reservation in self.releases:
             self._settle(counters, reservation, None, day)
+        if self.unsent:
+            for _, reservation in self.unsent:
+                self._settle(counters, reservation, None, day)
+            c.executemany(
+                "UPDATE requests SET status = 'pending', worker_id = NULL, reserved_usd = NULL,"
+                " attempts = attempts - 1 WHERE run_id = ? AND key = ? AND status = 'in_flight'",
+                [(self.run_id, key) for key, _ in self.unsent],
+            )
         return Recorded(frozenset(recorded), self._alerts(c, counters, day, now))
 
     def _settle(

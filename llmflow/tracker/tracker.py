@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -67,6 +68,10 @@ Entry = tuple[str, int, Decimal]  # (key, item_index, upper bound)
 #: At most one group commit per this many seconds while a run is busy: what the ops
 #: queued meanwhile wait, at most (1 ms: ~0.5% of a 200 ms API call).
 FLUSH_SECONDS = 0.001
+
+#: Recordings nothing waits to send wait this long for the next reservation's group
+#: commit to ride in (their reservations, at least what they cost, hold the budget).
+RECORD_SECONDS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +163,8 @@ class Tracker:
         self._queue: list[tuple[StoreOp, asyncio.Future[Any]]] = []
         self._intents: dict[str, str] = {}
         self._last_flush = float("-inf")
+        self._flush_at = float("inf")
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     @property
     def run_id(self) -> str:
@@ -188,24 +195,32 @@ class Tracker:
     def _commit(self, op: StoreOp) -> Any:
         return self.store.commit([op])[0]
 
-    def _submit(self, op: StoreOp) -> asyncio.Future[Any]:
-        """Queue ``op`` for the next group commit: at the end of this event-loop tick, or
-        :data:`FLUSH_SECONDS` later when the last one was that recent (so that a busy run
-        writes a few transactions per interval, not one per response)."""
+    def _submit(self, op: StoreOp, *, urgent: bool = True) -> asyncio.Future[Any]:
+        """Queue ``op`` for the next group commit. An ``urgent`` one (a request waits for
+        it to be sent) commits at the end of this event-loop tick, or :data:`FLUSH_SECONDS`
+        after the last commit when that was so recent (a busy run writes a few
+        transactions per interval, not one per response); others wait up to
+        :data:`RECORD_SECONDS` for an urgent one to commit with."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((op, future))
-        if len(self._queue) == 1:
-            wait = self._last_flush + FLUSH_SECONDS - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self._flush)
-            else:
-                loop.call_soon(self._flush)
+        now = loop.time()
+        at = max(now, self._last_flush + FLUSH_SECONDS) if urgent else now + RECORD_SECONDS
+        if at < self._flush_at:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+            self._flush_at = at
+            self._flush_timer = loop.call_at(at, self._flush)
         return future
 
     def _flush(self) -> None:
+        if self._flush_timer is not None:  # called early: the timer has nothing to do
+            self._flush_timer.cancel()
+        self._flush_timer, self._flush_at = None, float("inf")
         queue, self._queue = self._queue, []
-        self._last_flush = asyncio.get_running_loop().time()
+        if not queue:
+            return
+        self._last_flush = time.monotonic()  # the event loop's clock
         records = [op for op, _ in queue if isinstance(op, RecordOp)]
         merged = _merged(records) if len(records) > 1 else None
         ops = [op for op, _ in queue if merged is None or not isinstance(op, RecordOp)]
@@ -394,6 +409,14 @@ class Tracker:
             for r in held:
                 self.budget.release(r)
 
+    def unsend(self, unsent: Sequence[tuple[str, Reservation]]) -> None:
+        """Give back the reservations of sync requests reserved ahead and never sent
+        (the run stopped first): they are pending again, for a resume."""
+        if unsent:
+            self._commit(RecordOp(self.run_id, self.scopes, unsent=unsent))
+            for _, r in unsent:
+                self.budget.release(r)
+
     def batch_ended(
         self, batch_id: str, reservations: Mapping[str, Reservation], status: str = "ended"
     ) -> list[str]:
@@ -463,7 +486,7 @@ class Tracker:
     ) -> list[Decimal]:
         """:meth:`record_batch`, group-committed."""
         op, costs = self._record_op(completed, [_failure(f) for f in failed])
-        return self._recorded(op, await self._submit(op), completed, failed, costs)
+        return self._recorded(op, await self._submit(op, urgent=False), completed, failed, costs)
 
     def _recorded(
         self,
@@ -571,7 +594,7 @@ class Tracker:
     ) -> Decimal:
         """:meth:`record_failure`, group-committed."""
         op, amount = self._failure_op(step_id, key, item_index, error, reservation, billed)
-        result = await self._submit(op)
+        result = await self._submit(op, urgent=False)
         return self._failed(result, step_id, key, item_index, error, reservation, billed, amount)
 
     def record_possibly_billed(
@@ -635,6 +658,8 @@ class Tracker:
         that is not the one closing a shared run passes ``write=False``: it reads the
         summary the store holds.
         """
+        if self._queue:  # an interrupted run: what was received is still recorded
+            self._flush()
         left = self.budget.open_reservations
         if left:
             _log.error("budget.unsettled_at_finish", run_id=self.run_id, reservations=left)

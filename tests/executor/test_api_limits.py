@@ -276,8 +276,14 @@ def test_the_organisation_spend_cap_is_a_budget_stop_never_retried(
     # Some requests succeeded before the cap; the run stopped long before the end.
     statuses = _statuses(db)
     succeeded, failed = statuses.get("succeeded", 0), statuses.get("failed", 0)
-    assert set(statuses) <= {"succeeded", "failed"}, statuses
+    # (pending: reserved ahead of a free slot, never sent, given back at the stop)
+    assert set(statuses) <= {"succeeded", "failed", "pending"}, statuses
     assert succeeded >= 1 and succeeded + failed < ITEMS // 2, statuses
+    unsent = _query(
+        db, "SELECT attempts, reserved_usd FROM requests WHERE run_id = ? AND status = 'pending'",
+        RUN_ID,
+    )  # fmt: skip
+    assert all(row == (0, None) for row in unsent), unsent
     # Each refused request was sent once: the emulator's 429s are exactly the failed
     # requests, one attempt each. (How many were sent after the stop: see the test
     # below; were nothing dispatched after it, at most MAX_CONCURRENCY would be refused.)
