@@ -313,10 +313,13 @@ class SyncStep:
         ctx, route = self.ctx, self.route
         usage = usage_of(message.usage, default_ttl=ttl_of(sent.params))
         extracted = output_of(message, structured=route.structured)
+        # An aborted stream may be billed up to max_tokens: the rest is counted unrecorded.
+        aborted = str(message.stop_reason) == "aborted"  # set by _aborted, not an API value
+        open_output = max(0, int(sent.params["max_tokens"]) - usage.output) if aborted else 0
         done = Completed(
             route.step_id, key, index, sent.model, sent.tier, "sync", usage, reservation,
             request_id, extracted.output, message.stop_reason, message.usage.service_tier,
-            message.usage.speed, message.usage.inference_geo,
+            message.usage.speed, message.usage.inference_geo, open_output,
         )  # fmt: skip
         if extracted.error is None:
             await ctx.tracker.record_async([done])

@@ -143,6 +143,7 @@ class Response:
     output: JsonValue = None
     speed: str | None = None
     inference_geo: str | None = None
+    open_usd: Decimal = ZERO  # what the API may still bill beyond ``cost`` (unrecorded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,11 +189,16 @@ class RecordOp:
         recorded: set[str] = set()
         usage_rows: list[tuple[Any, ...]] = []
         request_rows: list[tuple[Any, ...]] = []
+        open_usd = ZERO
         for response, reservation in self.responses:
             self._settle(counters, reservation, None, day)
             if response.key in succeeded or response.key in recorded:
                 continue  # delivered again after a resume: never counted twice
-            self._settle(counters, None, response.cost, (reservation and reservation.day) or day)
+            paid_on = (reservation and reservation.day) or day
+            self._settle(counters, None, response.cost, paid_on)
+            if response.open_usd:  # an aborted stream: what it may still cost
+                counters.add(self.scopes.keys(paid_on), unrecorded=response.open_usd)
+                open_usd += response.open_usd
             recorded.add(response.key)
             usage_rows.append(_usage_row(self.run_id, response, now))
             request_rows.append(_request_row(self.run_id, response, now))
@@ -202,8 +207,13 @@ class RecordOp:
             if failure.billed is not None:
                 paid_on = (failure.reservation and failure.reservation.day) or day
                 self._settle(counters, None, failure.billed.cost, paid_on)
+                if failure.billed.open_usd:
+                    counters.add(self.scopes.keys(paid_on), unrecorded=failure.billed.open_usd)
+                    open_usd += failure.billed.open_usd
                 usage_rows.append(_usage_row(self.run_id, failure.billed, now))
         self._write(c, usage_rows, request_rows, now)
+        if open_usd:
+            add_unrecorded(c, self.run_id, open_usd)
         self._unrecorded(c, counters, day)
         for reservation in self.releases:
             self._settle(counters, reservation, None, day)

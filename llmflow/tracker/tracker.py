@@ -41,7 +41,7 @@ import structlog
 
 from llmflow.catalog import ModelInfo, TokenUsage, format_usd
 from llmflow.errors import BudgetExceeded, RunStoreError
-from llmflow.tracker.billing import Completed, Failed, response_cost
+from llmflow.tracker.billing import Completed, Failed, open_cost, response_cost
 from llmflow.tracker.budget import BudgetAlert, Reservation, SessionLedger, period_start
 from llmflow.tracker.progress import Progress, StepProgress
 from llmflow.tracker.records import FinalStatus, JsonValue, Mode, RunInfo, RunRecord
@@ -463,7 +463,8 @@ class Tracker:
         costs = [response_cost(c) for c in completed]
         op = RecordOp(
             self.run_id, self.scopes,
-            [(c.response(cost), c.reservation) for c, cost in zip(completed, costs, strict=True)],
+            [(c.response(cost, open_usd=open_cost(c)), c.reservation)
+             for c, cost in zip(completed, costs, strict=True)],
             failures, possibly_billed, alert_limits=self.limits, alert_at=self.alert_at,
             alerted=self._alerted,
         )  # fmt: skip
@@ -499,10 +500,11 @@ class Tracker:
         out: list[Decimal] = []
         for c, amount in zip(completed, costs, strict=True):
             duplicate = c.key not in result.recorded
+            held = Decimal(0) if duplicate else amount + open_cost(c)
             if c.reservation is not None:
-                self.budget.settle(c.reservation, Decimal(0) if duplicate else amount)
+                self.budget.settle(c.reservation, held)
             elif not duplicate:
-                self.budget.charge(amount)
+                self.budget.charge(held)
             if duplicate:
                 _log.warning("request.duplicate_result", step=c.step_id, item=c.item_index)
                 out.append(Decimal(0))
@@ -543,7 +545,9 @@ class Tracker:
         reservation: Reservation | None, billed: Completed | None,
     ) -> tuple[RecordOp, Decimal]:  # fmt: skip
         amount = response_cost(billed) if billed is not None else Decimal(0)
-        response = None if billed is None else billed.response(amount, with_output=False)
+        response = None
+        if billed is not None:
+            response = billed.response(amount, with_output=False, open_usd=open_cost(billed))
         failure = Failure(step_id, key, item_index, error, reservation, "failed", response)
         op, _ = self._record_op(failures=[failure])
         return op, amount
@@ -552,10 +556,11 @@ class Tracker:
         self, result: Recorded, step_id: str, key: str, item_index: int, error: str,
         reservation: Reservation | None, billed: Completed | None, amount: Decimal,
     ) -> Decimal:  # fmt: skip
+        held = amount + open_cost(billed) if billed is not None else amount
         if reservation is not None:
-            self.budget.settle(reservation, amount)
+            self.budget.settle(reservation, held)
         elif billed is not None:
-            self.budget.charge(amount)
+            self.budget.charge(held)
         if billed is not None:
             self.progress.add(step_id, usage=billed.usage, cost=amount)
         self._alerts_fired(result.alerts)

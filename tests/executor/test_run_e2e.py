@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
+from llmflow.catalog import request_cost
 from llmflow.emulator.config import EmulatorConfig, parse_faults
+from llmflow.tracker import RunStore
 
-from .conftest import Emulated, Runner, ledger_cost, ledger_usage, summary_usage  # type: ignore[import-not-found]
+from .conftest import CATALOG, Emulated, Runner, ledger_cost, ledger_usage, summary_usage  # type: ignore[import-not-found]
 
 
 async def test_warm_fan_out_writes_the_shared_prefix_once(
@@ -51,8 +54,8 @@ async def test_chain_batch_structured_and_fan_out_over_outputs(
         assert record["severity"] in {"low", "medium", "high"}
 
 
-async def test_early_abort_records_partial_output_with_an_upper_bound_of_its_tokens(
-    emulated: Callable[[EmulatorConfig], Emulated], run_pipeline: Runner
+async def test_early_abort_records_partial_output_and_counts_the_rest_up_to_max_tokens(
+    emulated: Callable[[EmulatorConfig], Emulated], run_pipeline: Runner, tmp_path: Path
 ) -> None:
     emu = emulated(EmulatorConfig())
     outcome = await run_pipeline(emu, "abort.yaml")
@@ -62,9 +65,23 @@ async def test_early_abort_records_partial_output_with_an_upper_bound_of_its_tok
     recorded = outcome.summary.steps[0].usage
     # The emulator generated the whole response; the client stopped reading after ~10
     # tokens and records the bytes received as an upper bound of the tokens it saw.
-    assert 10 <= recorded.output < billed["usage"]["output_tokens"]
+    assert 10 <= recorded.output < billed["usage"]["output_tokens"] <= 300
     row = (outcome.summary_path.parent / "outputs" / "streamed.jsonl").read_text()
     assert row.strip()
+    # What the API may bill beyond that (up to max_tokens: 300) is unrecorded spend, so
+    # recorded + unrecorded covers what was billed, and the budget settled no lower.
+    model = CATALOG.get(billed["model"])
+    assert model is not None
+    usage = summary_usage(outcome)  # the one step's
+    whole = usage.model_copy(update={"output": 300})
+    store = RunStore.open(tmp_path / "state")
+    try:
+        run = store.get_run("r1")
+    finally:
+        store.close()
+    assert run.unrecorded_usd == request_cost(whole, model) - request_cost(usage, model) > 0
+    paid = Decimal(outcome.summary.total.cost)
+    assert paid < ledger_cost(ledger) <= paid + run.unrecorded_usd
 
 
 async def test_faults_are_retried_and_the_tracker_loses_nothing(
