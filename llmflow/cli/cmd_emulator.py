@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import typer
 
 from llmflow.cli._app import app
 from llmflow.emulator.config import (
+    DEFAULT_BATCH_CACHE_HIT_RATE,
     EmulatorConfig,
     FaultSpecError,
     RateLimitSpecError,
@@ -21,12 +24,21 @@ _HELP = (
     "Without --rate-limits it only reports rate-limit headers; with it, it enforces them"
     " (429 with retry-after). Past --spend-cap-usd of billed work, messages and batch"
     " creation answer 429 enforced_spend_limit_reached, with no retry-after.\n\n"
+    "Answers are as long as the ask calls for (a label: a few tokens; a summary: more for a"
+    " longer input), times --output-scale. A batch request reads its cached prefix with"
+    " probability --batch-cache-hit-rate; sync requests always do.\n\n"
     "Runs until Ctrl-C; exit 2 on a bad --faults, --rate-limits or --spend-cap-usd."
     " Example:\n\n"
     "llmflow emulator --port 8787 --faults rate_limit=0.05 &\n\n"
     "ANTHROPIC_API_KEY=anything ANTHROPIC_BASE_URL=http://127.0.0.1:8787"
     " llmflow run pipelines/contract-qa.yaml -p policies/realtime.yaml"
 )
+
+
+def _positive_scale(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not a number > 0")
+    return value
 
 
 @app.command("emulator", help=_HELP)
@@ -67,6 +79,23 @@ def emulator(
         min=0,
         help="Wait this long before answering a batch create (the batch already exists).",
     ),
+    output_scale: float = typer.Option(
+        1.0,
+        "--output-scale",
+        metavar="FLOAT",
+        callback=_positive_scale,
+        help="Multiply the length of every prose answer (structured outputs keep their"
+        " schema's length).",
+    ),
+    batch_cache_hit_rate: float = typer.Option(
+        DEFAULT_BATCH_CACHE_HIT_RATE,
+        "--batch-cache-hit-rate",
+        min=0.0,
+        max=1.0,
+        metavar="P",
+        help="Probability that a batch request whose prefix is cached reads it (else it"
+        " writes it again); deterministic per seed and custom_id.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for faults and generated content."),
 ) -> None:
     """Serve the local Anthropic-compatible API (point ANTHROPIC_BASE_URL at it)."""
@@ -92,6 +121,8 @@ def emulator(
         rate_limits=limits,
         spend_cap_usd=cap,
         batch_create_delay_ms=batch_create_delay_ms,
+        output_scale=output_scale,
+        batch_cache_hit_rate=batch_cache_hit_rate,
     )
     typer.echo(f"llmflow emulator on http://{host}:{port} (Ctrl-C to stop)")
     serve(config, host=host, port=port)

@@ -10,7 +10,10 @@ API, all from the catalog: each model's limits, lifecycle, tokenizer family, cac
 minimum and injected prompt; requests the model does not accept are refused by the
 catalog's request rules (:mod:`.refusals`); thinking follows the model's default and
 the request's effort (:mod:`.thinking`); caching, automatic caching and cache
-diagnostics behave as the API's (:mod:`.cache`, :mod:`.diagnostics`). Output is
+diagnostics behave as the API's (:mod:`.cache`, :mod:`.diagnostics`), except that a
+batch request reads its cached prefix with probability ``batch_cache_hit_rate``
+(:mod:`.batches`). An answer is as long as its ask calls for (:mod:`.lengths`: a label
+a few tokens, a summary more for a longer input, times ``output_scale``). Output is
 deterministic for a seed; every billed response lands in a ledger (:mod:`.ledger`).
 
 Limits as the API's: rate-limit headers on every response, enforced as token buckets

@@ -60,8 +60,10 @@ class EmulatorState:
         self.config = config
         self.clock = config.clock
         self.latency_s = config.latency_ms / 1000.0
-        self.engine = Engine(config.seed, self.latency_s)
-        self.batches = BatchStore(self.engine, config.batch_seconds)
+        self.engine = Engine(config.seed, self.latency_s, output_scale=config.output_scale)
+        self.batches = BatchStore(
+            self.engine, config.batch_seconds, cache_hit_rate=config.batch_cache_hit_rate
+        )
         self.faults = FaultInjector(config.faults, config.seed, config.retry_after_seconds)
         self.ratelimit = RateLimitWindow(config.requests_per_minute, config.tokens_per_minute)
         limits = config.rate_limits

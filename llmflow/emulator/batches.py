@@ -3,7 +3,12 @@
 A batch ends ``batch_seconds`` after creation (0: at once). State advances lazily on
 every batch or ledger call, from the injectable clock, so tests need not sleep. When
 a batch ends its requests run in order through the shared prompt cache and engine,
-billed with ``service_tier: "batch"``. A request whose params are malformed, or that
+billed with ``service_tier: "batch"``. Cache hits in a batch are best effort, as the
+API's (Anthropic reports 30-98%): a request whose prefix is cached reads it with
+probability ``batch_cache_hit_rate`` (``EmulatorConfig``, ``--batch-cache-hit-rate``),
+drawn from the seed and its ``custom_id`` (:func:`reads_cache`); otherwise it is billed
+as if nothing were cached: a cache write, or plain input where the prefix is not
+cacheable. A request whose params are malformed, or that
 the model's rules refuse in a batch (``stream``, ``speed``, ``max_tokens: 0``, and every
 rule of a single request, checked on the day the batch is created), becomes an
 ``errored`` result, never billed and never a failed batch.
@@ -16,6 +21,7 @@ the batch by listing and, once ended, by the ``custom_id`` of its results.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -91,6 +97,13 @@ class Batch:
         }
 
 
+def reads_cache(seed: int, custom_id: str, hit_rate: float) -> bool:
+    """Whether the batch request ``custom_id`` may read a cached prefix: true for a share
+    ``hit_rate`` of custom_ids, deterministic for the seed."""
+    digest = hashlib.blake2b(f"{seed}:batch-cache:{custom_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < hit_rate
+
+
 def _requests(body: Any) -> list[Any]:
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
         raise invalid("requests: Field required")
@@ -138,9 +151,10 @@ def _parse_items(body: Any, now: float) -> list[_Item]:
 class BatchStore:
     """Every batch of this emulator, newest first for listing."""
 
-    def __init__(self, engine: Engine, batch_seconds: float) -> None:
+    def __init__(self, engine: Engine, batch_seconds: float, *, cache_hit_rate: float) -> None:
         self._engine = engine
         self._batch_seconds = batch_seconds
+        self._cache_hit_rate = cache_hit_rate
         self._batches: dict[str, Batch] = {}
         self._pending: list[Batch] = []
 
@@ -257,6 +271,7 @@ class BatchStore:
                         batch_id=batch.id,
                         custom_id=item.custom_id,
                         latency_s=0.0,
+                        read_cache=reads_cache(engine.seed, item.custom_id, self._cache_hit_rate),
                     )
                 except ApiError as exc:
                     error = exc

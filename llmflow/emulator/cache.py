@@ -20,6 +20,9 @@
   latency), so concurrent cold requests all pay the write. A hit refreshes its TTL.
 * :meth:`PromptCache.peek` tells what a request would read and write, changing
   nothing (the rate limiter counts input tokens with it before admitting).
+* ``apply(..., cold=True)`` bills a request as if nothing were cached (every cacheable
+  breakpoint is written, from the start): a batch request that did not land where its
+  prefix is cached (:mod:`.batches`). Sync requests always read.
 """
 
 from __future__ import annotations
@@ -142,8 +145,9 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _plan(self, request: ParsedRequest, now: float) -> _Plan | None:
-        """Where the request hits and what it would write at ``now``; changes nothing."""
+    def _plan(self, request: ParsedRequest, now: float, cold: bool = False) -> _Plan | None:
+        """Where the request hits (nowhere when ``cold``) and what it would write at
+        ``now``; changes nothing."""
         breakpoints = request.breakpoints
         if not breakpoints:
             return None
@@ -161,7 +165,7 @@ class PromptCache:
         scope, salt = cache_keys(request)
         hashes = prefix_hashes(segments, cacheable[-1], salt)
         keys = [(model, scope, h) for h in hashes]
-        hits = self._hits(keys, cacheable, now)
+        hits = [] if cold else self._hits(keys, cacheable, now)
         hit = hits[-1] if hits else -1
         read = cumulative[hit] if hit >= 0 else 0
         start = read
@@ -200,15 +204,18 @@ class PromptCache:
         plan = self._plan(request, now)
         return NO_CACHE if plan is None else plan.usage
 
-    def apply(self, request: ParsedRequest, now: float, begins_at: float) -> CacheUsage:
-        """Look the request up at ``now``; write what it caches, readable from ``begins_at``."""
-        plan = self._plan(request, now)
+    def apply(
+        self, request: ParsedRequest, now: float, begins_at: float, *, cold: bool = False
+    ) -> CacheUsage:
+        """Look the request up at ``now`` (``cold``: find nothing); write what it caches,
+        readable from ``begins_at``."""
+        plan = self._plan(request, now, cold)
         if plan is None:
             return NO_CACHE
         hit = plan.hits[-1] if plan.hits else -1
         # Every hit, and shorter cached prefixes inside the longest, are read: refresh them.
-        read = set(plan.hits).union(b for b in plan.cacheable if b <= hit)
-        for p in sorted(read):
+        refreshed = set(plan.hits).union(b for b in plan.cacheable if b <= hit)
+        for p in sorted(refreshed):
             entry = self._readable(plan.keys[p], now)
             if entry is not None:
                 entry.expires_at = max(entry.expires_at, begins_at + ttl_seconds(entry.ttl))

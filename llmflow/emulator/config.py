@@ -1,4 +1,5 @@
-"""Emulator settings: latency, batches, faults, limits, seed and an injectable clock.
+"""Emulator settings: latency, batches, faults, limits, output lengths, batch cache hits,
+seed and an injectable clock.
 
 The CLI's option strings are parsed here, each with its own error (exit 2 in the CLI):
 ``--faults`` (:func:`parse_faults`), ``--rate-limits`` (:func:`parse_rate_limits`) and
@@ -7,6 +8,7 @@ The CLI's option strings are parsed here, each with its own error (exit 2 in the
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +16,10 @@ from decimal import Decimal, InvalidOperation
 
 #: Fault kinds ``--faults`` understands, in the order they are drawn.
 FAULT_KINDS = ("rate_limit", "overloaded", "server_error")
+
+#: Default share of batch requests that read their cached prefix: inside the 30-98% that
+#: Anthropic reports for batches (hits there are best effort), toward its middle.
+DEFAULT_BATCH_CACHE_HIT_RATE = 0.6
 
 #: Limits ``--rate-limits`` understands: requests, input and output tokens per minute.
 RATE_LIMIT_KINDS = ("rpm", "itpm", "otpm")
@@ -135,7 +141,10 @@ class EmulatorConfig:
     window of ``requests_per_minute`` and ``tokens_per_minute``; set, it enforces them
     (:mod:`.ratelimit`). ``spend_cap_usd`` refuses new work once the ledger has billed
     that much (:mod:`.spendcap`). ``batch_create_delay_ms`` delays the answer to a batch
-    create, after the batch exists.
+    create, after the batch exists. ``output_scale`` multiplies the length of every prose
+    answer (:mod:`.lengths`; structured answers keep their schema's length).
+    ``batch_cache_hit_rate`` is the probability that a batch request whose prefix is
+    cached reads it (:mod:`.batches`); sync requests always read.
     """
 
     latency_ms: float = 0.0
@@ -149,6 +158,8 @@ class EmulatorConfig:
     rate_limits: RateLimits | None = None
     spend_cap_usd: Decimal | None = None
     batch_create_delay_ms: float = 0.0
+    output_scale: float = 1.0
+    batch_cache_hit_rate: float = DEFAULT_BATCH_CACHE_HIT_RATE
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0:
@@ -157,6 +168,10 @@ class EmulatorConfig:
             raise ValueError("batch_seconds must be >= 0")
         if self.batch_create_delay_ms < 0:
             raise ValueError("batch_create_delay_ms must be >= 0")
+        if not (math.isfinite(self.output_scale) and self.output_scale > 0):
+            raise ValueError("output_scale must be a finite number > 0")
+        if not 0.0 <= self.batch_cache_hit_rate <= 1.0:
+            raise ValueError("batch_cache_hit_rate must be within [0, 1]")
         cap = self.spend_cap_usd
         if cap is not None and (not isinstance(cap, Decimal) or not cap.is_finite() or cap < 0):
             raise ValueError("spend_cap_usd must be a finite Decimal >= 0")

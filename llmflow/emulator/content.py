@@ -3,7 +3,10 @@
 A thinking block comes first when the request thinks (:mod:`.thinking`); then one
 answer block: a ``tool_use`` when a tool is forced (``any`` picks one by the request's
 hash), a JSON text valid for ``output_config.format.schema`` (structured outputs), or
-deterministic prose. ``max_tokens`` bounds thinking and answer together: thinking that
+deterministic prose as long as the ask calls for (:mod:`.lengths`: a few tokens for a
+label, more for a summary of a longer input, times ``output_scale``), drawn from the
+request without its ``max_tokens`` and ``stop_sequences``, so they cut the same text.
+``max_tokens`` bounds thinking and answer together: thinking that
 reaches it leaves no answer, and an answer cut by it ends with ``max_tokens``. Every
 count is exact in the model's tokenizer family.
 """
@@ -21,11 +24,15 @@ from llmflow.emulator.generation import (
     text_tokens,
 )
 from llmflow.emulator.ids import IdFactory
+from llmflow.emulator.lengths import answer_length
 from llmflow.emulator.thinking import plan_thinking, thinking_block
 from llmflow.emulator.tokenizer import BLOCK_OVERHEAD, count_tokens, tokenize
 from llmflow.emulator.validation import ParsedRequest
 
 Blocks = list[dict[str, Any]]
+
+#: What cuts a prose answer without changing it: left out of the digest it is drawn from.
+_CUTS = frozenset({"max_tokens", "stop_sequences"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +86,12 @@ def _structured(
 
 
 def _prose(
-    request: ParsedRequest, digest: bytes, limit: int
+    request: ParsedRequest, seed: int, limit: int, scale: float
 ) -> tuple[Blocks, int, str, str | None]:
-    pieces, cut = text_tokens(digest, limit, request.family)
+    basis = {k: v for k, v in request.body.items() if k not in _CUTS}
+    digest = request_digest(basis, seed)
+    target, kind = answer_length(request, digest, scale)
+    pieces, cut = text_tokens(digest, target, limit, request.family, sentence=kind != "short")
     pieces, stop = apply_stop_sequences(pieces, request.stop_sequences)
     if stop is not None:
         reason = "stop_sequence"
@@ -95,7 +105,7 @@ def _prose(
 
 
 def _answer(
-    request: ParsedRequest, digest: bytes, ids: IdFactory, limit: int
+    request: ParsedRequest, digest: bytes, seed: int, ids: IdFactory, limit: int, scale: float
 ) -> tuple[Blocks, int, str, str | None]:
     name = request.forced_tool
     if name is None and request.any_tool:
@@ -106,11 +116,14 @@ def _answer(
     schema = request.options.output_schema
     if schema is not None:
         return (*_structured(schema, digest, request.family, limit), None)
-    return _prose(request, digest, limit)
+    return _prose(request, seed, limit, scale)
 
 
-def generate(request: ParsedRequest, seed: int, ids: IdFactory) -> Output:
-    """The content of the response to ``request`` (deterministic for the seed)."""
+def generate(
+    request: ParsedRequest, seed: int, ids: IdFactory, output_scale: float = 1.0
+) -> Output:
+    """The content of the response to ``request`` (deterministic for the seed); prose
+    lengths are multiplied by ``output_scale``."""
     digest = request_digest(request.body, seed)
     limit = request.max_tokens
     plan = plan_thinking(request, seed)
@@ -121,5 +134,7 @@ def generate(request: ParsedRequest, seed: int, ids: IdFactory) -> Output:
         blocks.append(thinking_block(plan, thinking, digest, request.family))
         if thinking >= limit:
             return Output(blocks, thinking, thinking, "max_tokens")
-    answer, tokens, reason, stop = _answer(request, digest, ids, limit - thinking)
+    answer, tokens, reason, stop = _answer(
+        request, digest, seed, ids, limit - thinking, output_scale
+    )
     return Output(blocks + answer, thinking + tokens, thinking, reason, stop)

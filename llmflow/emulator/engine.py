@@ -21,9 +21,10 @@ class Engine:
     """Shared state behind every endpoint that bills: the prompt cache, ids, the
     fingerprints of cache diagnostics, and the ledger."""
 
-    def __init__(self, seed: int, latency_s: float) -> None:
+    def __init__(self, seed: int, latency_s: float, *, output_scale: float) -> None:
         self.seed = seed
         self.latency_s = latency_s
+        self.output_scale = output_scale
         self.cache = PromptCache()
         self.fingerprints = FingerprintStore()
         self.ledger = Ledger()
@@ -45,13 +46,14 @@ class Engine:
         batch_id: str | None = None,
         custom_id: str | None = None,
         latency_s: float | None = None,
+        read_cache: bool = True,
     ) -> dict[str, Any]:
         """Bill ``request`` (already accepted by the rules) arriving at ``now`` and return
-        the full Message."""
+        the full Message; ``read_cache`` False bills it as if nothing were cached."""
         total = request.total_input_tokens
         begins_at = now + (self.latency_s if latency_s is None else latency_s)
-        cached = self.cache.apply(request, now, begins_at)
-        output = generate(request, self.seed, self.ids)
+        cached = self.cache.apply(request, now, begins_at, cold=not read_cache)
+        output = generate(request, self.seed, self.ids, self.output_scale)
         options = request.options
         thinking = output.thinking_tokens
         usage: dict[str, Any] = {

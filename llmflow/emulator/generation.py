@@ -1,9 +1,9 @@
-"""Deterministic output: text of a hashed length, and JSON instances of a schema.
+"""Deterministic output: prose of a given length, and JSON instances of a schema.
 
 Text is built from words of at most four letters, split into tokens of the model's
 tokenizer family (:mod:`llmflow.emulator.tokenizer`: one token a word in ``old``, one or
-two in ``new``), so the output token count is exact: the target length is 20-300
-tokens, chosen by the request's hash.
+two in ``new``), so the output token count is exact. How long an answer is comes from
+the request (:mod:`llmflow.emulator.lengths`); the words come from its hash.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ _WORD_TEXT: Final = (
     "key cell rows load pay test safe sure real core node link loop"
 )
 _WORDS: Final = tuple(_WORD_TEXT.split(" "))
-MIN_TOKENS: Final = 20
-MAX_TOKENS: Final = 300
 _SENTENCE_EVERY: Final = 9
 
 
@@ -56,13 +54,18 @@ def prose(state: int, n: int, family: str = "old") -> list[str]:
     return pieces
 
 
-def text_tokens(digest: bytes, limit: int, family: str = "old") -> tuple[list[str], bool]:
-    """Up to ``limit`` tokens of deterministic text; True when cut by the limit."""
+def text_tokens(
+    digest: bytes, target: int, limit: int, family: str = "old", *, sentence: bool = True
+) -> tuple[list[str], bool]:
+    """The first ``min(target, limit)`` tokens of a deterministic text of ``target`` tokens
+    (a cut text is a prefix of the whole); True when cut by the limit. A complete text of
+    more than one token ends with a full stop when ``sentence`` (a label does not)."""
     state = int.from_bytes(digest, "big")
-    target = MIN_TOKENS + state % (MAX_TOKENS - MIN_TOKENS + 1)
     n = min(target, limit)
-    pieces = prose(state, n, family)
-    if n == target and n > 1 and pieces[-1] != ".":
+    # prose(n) and prose(m > n) differ at most in their n-th token (a full stop is never
+    # put last): draw one more token than is kept when cutting.
+    pieces = prose(state, min(target, n + 1), family)[:n]
+    if sentence and n == target and n > 1 and pieces[-1] != ".":
         pieces[-1] = "."
     return pieces, target > limit
 

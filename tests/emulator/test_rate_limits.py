@@ -189,14 +189,16 @@ async def test_otpm_charges_max_tokens_while_in_flight(make_emu: Any, clock: Any
 async def test_need_above_the_limit_waits_for_a_full_bucket(make_emu: Any, clock: Any) -> None:
     emu = make_emu(clock=clock, rate_limits=RateLimits(otpm=60))
     client = emu.async_client()
-    message, headers = await create(client, max_tokens=1000)
+    # A summary of a longer text: an answer of well over 60 tokens.
+    ask = [{"role": "user", "content": "Summarise this: " + "the plan is safe. " * 100}]
+    message, headers = await create(client, max_tokens=1000, messages=ask)
     debt = message.usage.output_tokens - 60
     assert debt > 0 and remaining(headers, "output-tokens") == 0
     with pytest.raises(anthropic.RateLimitError) as refused:
-        await create(client, max_tokens=1000)
+        await create(client, max_tokens=1000, messages=ask)
     assert refused.value.response.headers["retry-after"] == str(debt + 60)  # 1 token a second
     clock.advance(debt + 60)
-    await create(client, max_tokens=1000)
+    await create(client, max_tokens=1000, messages=ask)
     await client.close()
 
 

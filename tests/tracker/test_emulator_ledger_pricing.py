@@ -272,7 +272,9 @@ def _recorded_rows(state: Path) -> dict[str, tuple[Any, ...]]:
 
 
 async def _run(s: Scenario, state: Path) -> list[Priced]:
-    app = create_app(EmulatorConfig(clock=lambda: NOW))
+    # Batch cache hits are best effort in the emulator (batch_cache_hit_rate); pinned to
+    # always here so batch scenarios bill cache reads after the first write, as sync ones do.
+    app = create_app(EmulatorConfig(clock=lambda: NOW, batch_cache_hit_rate=1.0))
     http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE)
     client = anthropic.AsyncAnthropic(
         api_key="test-key", base_url=BASE, http_client=http, max_retries=0
