@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from jinja2 import TemplateError, nodes
+from jinja2 import TemplateError
 
 from llmflow.errors import DatasetError
 from llmflow.planner.requests import (
@@ -50,7 +50,7 @@ from llmflow.planner.tokens import (
 )
 from llmflow.spec.datasets import DatasetType, count_items, iter_items
 from llmflow.spec.pipeline import Step
-from llmflow.spec.templates import environment, references, render
+from llmflow.spec.templates import references, render
 
 #: Items rendered in full for the expected estimate of a dataset step.
 SAMPLE_ITEMS: Final = 256
@@ -227,37 +227,10 @@ def simple_item_fields(source: str) -> dict[str, str] | None:
     None means ``item`` is used some other way (filters, conditions, loops, the whole
     item), so each item must be rendered to bound it. Values map a marker per field.
     """
-    tree = environment().parse(source)
-    loads = 0
-    for name in tree.find_all(nodes.Name):
-        if name.name == "item":
-            if name.ctx != "load":
-                return None
-            loads += 1
-    fields: list[str] = []
-    for output in tree.find_all(nodes.Output):
-        for child in output.nodes:
-            found = _direct_field(child)
-            if found is not None:
-                fields.append(found)
-    if len(fields) != loads:
+    fields = references(source).item_fields
+    if fields is None:
         return None
     return {f: f"\ufdd0{i}\ufdd1" for i, f in enumerate(sorted(set(fields)))}
-
-
-def _direct_field(node: nodes.Node) -> str | None:
-    if (
-        isinstance(node, nodes.Getattr)
-        and isinstance(node.node, nodes.Name)
-        and node.node.name == "item"
-        and not hasattr(dict, node.attr)
-    ):
-        return node.attr
-    if isinstance(node, nodes.Getitem) and isinstance(node.node, nodes.Name):
-        arg = node.arg
-        if node.node.name == "item" and isinstance(arg, nodes.Const) and isinstance(arg.value, str):
-            return arg.value
-    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from llmflow.catalog.rules import (
 from llmflow.errors import Diagnostic, PlanError
 from llmflow.planner.requests import structured_via
 from llmflow.planner.setting_origins import SettingOrigins
-from llmflow.planner.static_prompt import StaticPrompt, static_prompt, text_inputs
+from llmflow.planner.static_prompt import StaticPrompt, StaticPrompts, text_inputs
 from llmflow.spec.loader import PipelineFile, PolicyFile
 from llmflow.spec.pipeline import Step
 from llmflow.spec.routing import RouteDecision, resolve_route
@@ -96,12 +96,13 @@ def check_models(
     findings = _Findings()
     used_by: dict[str, list[str]] = defaultdict(list)
     namespace = text_inputs(pipeline_file, inputs or {})
+    prompts = StaticPrompts(namespace) if namespace is not None else None
     for step_id, step in pipeline_file.pipeline.steps.items():
         decision = _decision(policy_file, step)
         if decision is None:
             continue
         origins = SettingOrigins(pipeline_file, policy_file, step_id, step)
-        prompt = static_prompt(step_id, step, namespace) if namespace is not None else None
+        prompt = prompts.of(step_id, step) if prompts is not None else None
         for target in _targets(policy_file, catalog, decision):
             used_by[target.tier].append(step_id)
             shape = request_shape(step, decision, target.model, prompt)

@@ -2,9 +2,10 @@
 
 Three phases, each usable on its own:
 
-1. :func:`resolve` — the DAG and its waves; per step the route, the model (with the
-   policy's overrides), the request template and the sizes of every request
-   (streaming datasets).
+1. :func:`resolve` — the waves of the loaded pipeline's graph (built once, when the
+   loader checked it for cycles); per step the route, the model (with the policy's
+   overrides), the request template and the sizes of every request (streaming
+   datasets).
 2. :func:`count_exact` (``--exact-tokens`` only) — count_tokens on each step's
    prefix and a few sample requests, to calibrate the estimate.
 3. :func:`price` — cache placement (breakpoints shared across steps on one model, TTL
@@ -61,7 +62,7 @@ from llmflow.planner.tokens import (
     params_size,
     scale_estimate,
 )
-from llmflow.spec.dag import build_graph, waves
+from llmflow.spec.dag import waves
 from llmflow.spec.loader import PipelineFile, PolicyFile
 from llmflow.spec.pipeline import DatasetInput, Pipeline
 from llmflow.spec.routing import RouteDecision, resolve_route
@@ -183,7 +184,7 @@ def resolve(
     catalog = catalog or load_catalog()
     pipeline = pipeline_file.pipeline
     policy = policy_file.policy
-    layers = waves(build_graph(pipeline))
+    layers = waves(pipeline_file.graph)
     try:
         namespace = inputs_namespace(pipeline_file, inputs or {})
     except (OSError, UnicodeDecodeError) as exc:

@@ -1,11 +1,16 @@
-"""The step graph: explicit ``needs``, template references and ``for_each`` over steps."""
+"""The step graph: explicit ``needs``, template references and ``for_each`` over steps.
+
+A loaded pipeline's graph is built once, by :attr:`~llmflow.spec.loader.PipelineFile.graph`
+(:func:`build_graph`, the one builder); the loader's cycle check and the planner's
+waves both read that one graph.
+"""
 
 from __future__ import annotations
 
 import networkx as nx
 
 from llmflow.spec.pipeline import Pipeline
-from llmflow.spec.templates import check_syntax, references
+from llmflow.spec.templates import parse_template
 
 
 def step_dependencies(pipeline: Pipeline, step_id: str) -> set[str]:
@@ -16,8 +21,9 @@ def step_dependencies(pipeline: Pipeline, step_id: str) -> set[str]:
     if source is not None and source[0] == "steps":
         deps.add(source[1])
     for text in [step.prompt, *(block.text for block in step.system_blocks)]:
-        if check_syntax(text) is None:
-            deps |= references(text).steps
+        refs = parse_template(text).refs
+        if refs is not None:  # a syntax error is reported by the loader
+            deps |= refs.steps
     return deps
 
 

@@ -11,8 +11,9 @@ import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -30,10 +31,13 @@ from llmflow.spec.pipeline import DatasetInput, Pipeline, ScalarInput, TextInput
 from llmflow.spec.policy import Policy
 from llmflow.spec.routing import resolve_route
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PipelineFile:
     """A loaded pipeline with where it came from and where each node stands."""
 
@@ -41,6 +45,14 @@ class PipelineFile:
     display: str
     pipeline: Pipeline
     positions: Positions
+
+    @cached_property
+    def graph(self) -> nx.DiGraph[str]:
+        """The step graph, built once (the loader checks it for cycles, the planner
+        takes its waves)."""
+        from llmflow.spec import dag  # networkx: pipelines only
+
+        return dag.build_graph(self.pipeline)
 
     @property
     def base_dir(self) -> Path:
@@ -232,7 +244,7 @@ def _without_bad_fields(
 
 
 def _check_pipeline(loaded: PipelineFile) -> list[Diagnostic]:
-    from llmflow.spec.dag import build_graph, find_cycle  # networkx: pipelines only
+    from llmflow.spec.dag import find_cycle  # networkx: pipelines only
 
     pipeline = loaded.pipeline
     problems: list[Diagnostic] = []
@@ -285,7 +297,7 @@ def _check_pipeline(loaded: PipelineFile) -> list[Diagnostic]:
                     "needs `stream: true` (early abort reads a stream)",
                 )
             )
-    cycle = find_cycle(build_graph(pipeline))
+    cycle = find_cycle(loaded.graph)
     if cycle is not None:
         first = cycle[0]
         where: NodePath = (
@@ -321,17 +333,18 @@ def _check_for_each(
 def _check_template(
     loaded: PipelineFile, step_id: str, node_path: NodePath, text: str
 ) -> list[Diagnostic]:
-    from llmflow.spec.templates import check_syntax, references  # jinja2: pipelines only
+    from llmflow.spec.templates import parse_template  # jinja2: pipelines only
 
     pipeline = loaded.pipeline
-    problem = check_syntax(text)
+    parsed = parse_template(text)
+    problem = parsed.problem
     if problem is not None:
         pos = loaded.positions.value(node_path)
         line = pos.line + problem.line if pos.block else pos.line + problem.line - 1
         col = pos.col if problem.line == 1 and not pos.block else 1
         message = f"template syntax error (template line {problem.line}): {problem.message}"
         return [Diagnostic(loaded.display, line, col, _dotted(node_path), message)]
-    refs = references(text)
+    refs = parsed.references
     problems: list[Diagnostic] = []
     for name in sorted(refs.inputs):
         spec = pipeline.inputs.get(name)
