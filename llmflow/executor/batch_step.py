@@ -34,7 +34,8 @@ from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.reconcile import reconcile
 from llmflow.executor.responses import output_of, ttl_of, usage_of
 from llmflow.executor.retry import Verdict, classify, raise_if_fatal
-from llmflow.planner import request_max_cost, retarget, tier_model
+from llmflow.executor.static_counts import request_bound
+from llmflow.planner import retarget, tier_model
 from llmflow.tracker import BatchRecord, Completed, Failed, Reservation
 from llmflow.tracker.tracker import new_intent_id
 
@@ -177,9 +178,10 @@ class BatchStep:
         (None when nothing fits or no batch could be created) and the entries left over."""
         ctx, route, tracker = self.ctx, self.route, self.ctx.tracker
         while True:
+            counts = ctx.static_counts
             priced = [
-                (key, index, request_max_cost(params, route.model, batch=True))
-                for key, index, params in entries
+                (key, index, await request_bound(counts, route.step_id, p, route.model, batch=True))
+                for key, index, p in entries
             ]
             fitting = _fitting(priced, tracker.headroom())
             if fitting == len(priced):

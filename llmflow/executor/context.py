@@ -15,6 +15,7 @@ from llmflow.errors import BudgetExceeded
 from llmflow.executor.coworkers import WorkerSession
 from llmflow.executor.pacing import RatePacer
 from llmflow.executor.retry import Backoff
+from llmflow.executor.static_counts import StaticCounts
 from llmflow.planner import RequestTemplate, steps_namespace, tier_model
 from llmflow.spec.loader import PipelineFile
 from llmflow.spec.policy import Policy
@@ -111,6 +112,7 @@ class RunContext:
     backend_error: BaseException | None = None
     budget_error: BudgetExceeded | None = None  # the refusal that stopped the run
     pacer: RatePacer = field(default_factory=RatePacer)
+    static_counts: StaticCounts | None = None  # exact counts for tight reservations
     detach: bool = False  # batches are submitted and polled once, not waited for
     shared: bool = False  # other workers may run this run (a shared store)
     pending_steps: set[str] = field(default_factory=set)

@@ -26,6 +26,7 @@ from llmflow.executor.context import Observer, RunContext, StepRoute
 from llmflow.executor.coworkers import WorkerSession
 from llmflow.executor.items import step_item_count, step_items
 from llmflow.executor.retry import Backoff
+from llmflow.executor.static_counts import StaticCounts
 from llmflow.executor.sync_step import SyncStep
 from llmflow.planner import PlanResult, inputs_namespace, tier_model
 from llmflow.planner.budget_check import policy_limits
@@ -162,6 +163,7 @@ async def execute(
         detach=request.detach,
         shared=request.store.shared,
         worker=worker,
+        static_counts=StaticCounts(request.client),
     )
     if observer is not None:
         ctx.observer = observer

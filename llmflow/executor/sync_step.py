@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -30,8 +31,9 @@ from llmflow.errors import BackendError, BackendUnreachable, BudgetExceeded, Org
 from llmflow.executor.context import RunContext, StepRoute
 from llmflow.executor.responses import output_of, ttl_of, usage_of
 from llmflow.executor.retry import Verdict, classify, raise_if_fatal, spend_cap_message
+from llmflow.executor.static_counts import request_bound
 from llmflow.executor.warmup import WarmGate
-from llmflow.planner import request_max_cost, split_sdk_params
+from llmflow.planner import split_sdk_params
 from llmflow.planner.tokens import estimate_text
 from llmflow.tracker import Completed, Reservation
 
@@ -151,7 +153,7 @@ class SyncStep:
         model, tier = route.model, route.tier  # a later downgrade must not relabel these
         rendered = [route.params(self.ctx.context_for(item)) for _, _, item in group]
         entries = [
-            (key, index, request_max_cost(params, model, batch=False))
+            (key, index, await self._upper_bound(params, model))
             for (index, key, _), params in zip(group, rendered, strict=True)
         ]
         reservations, refusal = await self.ctx.tracker.dispatch_many(
@@ -162,6 +164,11 @@ class SyncStep:
             for params, reservation in zip(rendered, reservations, strict=False)
         ]
         return sent, refusal
+
+    async def _upper_bound(self, params: dict[str, Any], model: ModelInfo) -> Decimal:
+        return await request_bound(
+            self.ctx.static_counts, self.route.step_id, params, model, batch=False
+        )
 
     async def _send(self, index: int, key: str, sent: _Dispatched, slot: _Slot) -> None:
         try:
@@ -259,7 +266,7 @@ class SyncStep:
     async def _reserve_again(self, index: int, key: str, sent: _Dispatched) -> Reservation | None:
         """A new reservation for a retry whose last attempt may have been billed; None when
         the budget has no room for it any more (the run is then stopping)."""
-        upper = request_max_cost(sent.params, sent.model, batch=False)
+        upper = await self._upper_bound(sent.params, sent.model)
         while not self.ctx.stopping:
             made, refusal = await self.ctx.tracker.dispatch_many(
                 self.route.step_id, [(key, index, upper)],

@@ -20,6 +20,7 @@ from llmflow.catalog import Catalog, ModelInfo, TokenUsage, cost
 from llmflow.errors import PlanError
 from llmflow.planner.requests import Ttl
 from llmflow.planner.tokens import (
+    REQUEST_FRAMING,
     ZERO_SIZE,
     Size,
     block_size,
@@ -128,10 +129,54 @@ def _ttl(marks: Mapping[str, Any]) -> Ttl:
     return "1h" if marks.get("ttl") == "1h" else "5m"
 
 
-def request_max_cost(params: Mapping[str, Any], model: ModelInfo, *, batch: bool) -> Decimal:
-    """Upper bound of one request's cost: what a budget reserves before dispatching it."""
+def static_size(params: Mapping[str, Any]) -> Size:
+    """Bound of a request's tools and system blocks, with the request's framing: the
+    part an exact count of ``static_params`` replaces."""
+    total = Size(REQUEST_FRAMING, 0)
+    for tool in params.get("tools", ()):
+        total += tool_size(tool)
+    system = params.get("system")
+    if isinstance(system, str):
+        total += block_size(system) if system else ZERO_SIZE
+    elif system:
+        for block in system:
+            total += block_size(str(block.get("text", "")))
+    return total
+
+
+def static_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A request with ``params``' tools and system and a one-character message: its
+    exact token count bounds what the tools and system add to any request carrying them
+    (they are tokenized apart from the messages, and the message adds tokens)."""
+    kept = {k: params[k] for k in ("model", "system", "tools", "tool_choice") if k in params}
+    return {**kept, "messages": [{"role": "user", "content": "x"}]}
+
+
+def request_max_cost(
+    params: Mapping[str, Any],
+    model: ModelInfo,
+    *,
+    batch: bool,
+    static_tokens: int | None = None,
+) -> Decimal:
+    """Upper bound of one request's cost: what a budget reserves before dispatching it.
+
+    ``static_tokens``, the exact count of :func:`static_params` (the count_tokens
+    endpoint), replaces the byte bound of the tools and system blocks: the rest keeps
+    its byte bound, so the result stays a true bound, and a large static prompt (a
+    product guide, 3-4 bytes a token) is no longer counted at a token a byte.
+    """
     total = params_size(params).bound + injected_tokens(params, model)
     prefix, ttls = request_prefix_bound(params)
+    if static_tokens is not None:
+        static = static_size(params).bound
+        if static_tokens < static:
+            total -= static - static_tokens
+            # a prefix within the tools and system is within their exact count
+            if prefix <= static:
+                prefix = min(prefix, static_tokens)
+            else:
+                prefix -= static - static_tokens
     return max_cost(
         requests=1,
         prefix_bound=prefix,
