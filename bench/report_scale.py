@@ -6,17 +6,21 @@ and sonnet, most requests reading a cached prefix, a few stopped at max_tokens o
 failed), recorded over an hour; batch results arrive in bursts, sync ones one by one.
 A few small earlier runs of the same pipeline share the store. Rows go in directly
 (``executemany`` into ``runs``, ``steps``, ``requests``, ``usage``, ``budget_counters``),
-as ``llmflow run`` would have left them.
+then the usage roll-ups are summed from them (a store of schema 5 or later), as
+``llmflow run`` would have left them.
 
 The runs name the repository's ``policies/default.yaml`` and
 ``pipelines/support-triage.yaml``, so the report loads its policy as it would.
 
 Then times ``llmflow report <run> --format table|json|html|csv`` as a CLI subprocess
-(start-up and imports included), best of ``--repeat``, and takes the child's peak RSS
-from ``os.wait4`` (the rusage of that one child). The children cache their bytecode in
-a temporary ``PYTHONPYCACHEPREFIX`` (warmed by one run first), as an installed llmflow
-would have it, even where ``PYTHONDONTWRITEBYTECODE`` is set (``--cold-bytecode``
-keeps the environment as it is: every start then compiles every module, ~1 s more).
+(start-up and imports included), best of ``--repeat``, with the child's CPU time from
+``os.wait4`` (on a shared machine it moves less than the wall time; the load average is
+printed) and its peak RSS: ``VmHWM``, which the child writes as it exits, on Linux
+(``ru_maxrss`` would count pages the bench itself had when it started the child). The children
+cache their bytecode in a temporary ``PYTHONPYCACHEPREFIX`` (warmed by one run first),
+as an installed llmflow would have it, even where ``PYTHONDONTWRITEBYTECODE`` is set
+(``--cold-bytecode`` keeps the environment as it is: every start then compiles every
+module, ~1 s more).
 ``--code DIR`` runs the CLI from another source tree (``PYTHONPATH``), such as
 ``git archive HEAD llmflow | tar -x -C DIR``, to compare with an older version (the
 store is then created by that version, with its schema).
@@ -57,9 +61,16 @@ from pathlib import Path
 from llmflow.catalog import ModelInfo, TokenUsage, cost, format_usd, load_catalog
 from llmflow.tracker import request_key
 from llmflow.tracker.schema import timestamp
-from llmflow.tracker.store import DB_NAME
+from llmflow.tracker.store import DB_NAME, RunStore
+from llmflow.tracker.store_rollup import rebuild
 
-_LLMFLOW = "import sys; from llmflow.cli import main; sys.argv[0] = 'llmflow'; main()"
+#: The CLI, which writes its own peak RSS (``VmHWM``) to stderr as it exits, on Linux:
+#: ``ru_maxrss`` counts the bench's own memory too, the pages the child had before exec.
+_LLMFLOW = (
+    "import atexit, sys; atexit.register(lambda: sys.stderr.write(next((line for line in"
+    " open('/proc/self/status') if line.startswith('VmHWM:')), '')) if sys.platform =="
+    " 'linux' else None); from llmflow.cli import main; sys.argv[0] = 'llmflow'; main()"
+)
 _CREATE = "import sys; from llmflow.tracker import RunStore; RunStore.open(sys.argv[1]).close()"
 FORMATS = ("table", "json", "html", "csv")
 TARGET_S = 0.5
@@ -277,6 +288,12 @@ def build_store(
         [(scope, format_usd(amount)) for scope, amount in sorted(counters.items())],
     )
     conn.execute("COMMIT")
+    rollups = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage_totals'").fetchone()
+    conn.close()
+    if rollups:  # what recording sums as it goes (an older llmflow's store has none)
+        with RunStore.open(root) as store, store.db.transaction() as c:
+            rebuild(c)
+    conn = sqlite3.connect(root / DB_NAME, isolation_level=None)
     conn.execute("ANALYZE")
     conn.close()
     return total, billed, time.perf_counter() - began
@@ -296,8 +313,9 @@ def child_env(pycache: Path | None, code: Path | None) -> dict[str, str]:
     return env
 
 
-def run_report(state: Path, fmt: str, env: dict[str, str]) -> tuple[float, float, bytes]:
-    """One ``llmflow report`` subprocess: wall seconds, peak RSS (MB), its stdout."""
+def run_report(state: Path, fmt: str, env: dict[str, str]) -> tuple[float, float, float, bytes]:
+    """One ``llmflow report`` subprocess: wall seconds, CPU seconds (user + system),
+    peak RSS (MB), its stdout."""
     with tempfile.TemporaryFile() as out:
         began = time.perf_counter()
         proc = subprocess.Popen(
@@ -321,7 +339,9 @@ def run_report(state: Path, fmt: str, env: dict[str, str]) -> tuple[float, float
             raise RuntimeError(f"report --format {fmt} exited {proc.returncode}: {err[-2000:]!r}")
         out.seek(0)
         rss_kb = usage.ru_maxrss if sys.platform != "darwin" else usage.ru_maxrss / 1024
-        return wall, rss_kb / 1024, out.read()
+        peak = [line.split()[1] for line in err.decode().splitlines() if line[:6] == "VmHWM:"]
+        rss_kb = float(peak[-1]) if peak else rss_kb
+        return wall, usage.ru_utime + usage.ru_stime, rss_kb / 1024, out.read()
 
 
 @dataclass
@@ -330,6 +350,7 @@ class Figures:
     steps: int
     billed: int
     wall: dict[str, float]
+    cpu: dict[str, float]
     rss: dict[str, float]
 
     @property
@@ -348,16 +369,18 @@ def measure(requests: int, steps: int, repeat: int, env: dict[str, str]) -> Figu
             flush=True,
         )
         wall: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         rss: dict[str, float] = {}
         for fmt in FORMATS:
             runs = [run_report(state, fmt, env) for _ in range(repeat)]
-            wall[fmt] = min(w for w, _, _ in runs)
-            rss[fmt] = max(r for _, r, _ in runs)
+            wall[fmt] = min(w for w, _, _, _ in runs)
+            cpu[fmt] = min(c for _, c, _, _ in runs)
+            rss[fmt] = max(r for _, _, r, _ in runs)
             if fmt == "json":
-                reported = Decimal(json.loads(runs[0][2])["total"]["cost"])
+                reported = Decimal(json.loads(runs[0][3])["total"]["cost"])
                 if reported != total:
                     raise AssertionError(f"report total {reported} != inserted {total}")
-        return Figures(requests, steps, billed, wall, rss)
+        return Figures(requests, steps, billed, wall, cpu, rss)
 
 
 def mark(ok: bool) -> str:
@@ -399,11 +422,16 @@ def main() -> None:
         tiny, small, big, wide = (measure(n, st, args.repeat, env) for n, st in cases)
     table = (tiny, small, big, wide)
     print()
-    print(f"llmflow report, best of {args.repeat} (wall s / peak RSS MB of the CLI process):")
-    header = f"  {'format':<7}" + "".join(f"{f.label:>20}" for f in table)
+    print(
+        f"llmflow report, best of {args.repeat} (wall s (CPU s) / peak RSS MB of the CLI"
+        f" process; load average {os.getloadavg()[0]:.2f}):"
+    )
+    header = f"  {'format':<7}" + "".join(f"{f.label:>28}" for f in table)
     print(header + f"   target ({TARGET_S} s, {TARGET_MB:.0f} MB) at {big.label}")
     for fmt in FORMATS:
-        cells = "".join(f"{f'{f.wall[fmt]:.3f} s / {f.rss[fmt]:.0f} MB':>20}" for f in table)
+        cells = "".join(
+            f"{f'{f.wall[fmt]:.3f} s ({f.cpu[fmt]:.3f}) / {f.rss[fmt]:.0f} MB':>28}" for f in table
+        )
         ok_t, ok_m = big.wall[fmt] <= TARGET_S, big.rss[fmt] <= TARGET_MB
         print(f"  {fmt:<7}{cells}   time {mark(ok_t)}, memory {mark(ok_m)}")
     print()

@@ -1,9 +1,9 @@
 """The model catalog: ids, lifecycle, prices, limits and capabilities, shipped as package data.
 
-``load_catalog()`` reads ``models.yaml`` once; a policy overrides any price or limit per
-tier with :meth:`ModelInfo.overridden`. What a model accepts on a request (sampling,
-thinking, effort, fast mode, ...) is in :class:`Capabilities`; the rules that read it
-live in :mod:`llmflow.catalog.rules`.
+``load_catalog()`` reads ``models.yaml`` once (its parse is cached beside the bytecode);
+a policy overrides any price or limit per tier with :meth:`ModelInfo.overridden`. What a
+model accepts on a request (sampling, thinking, effort, fast mode, ...) is in
+:class:`Capabilities`; the rules that read it live in :mod:`llmflow.catalog.rules`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-from ruamel.yaml import YAML
+
+from llmflow.catalog.yaml_cache import load_yaml_cached
 
 Status = Literal["latest", "active", "legacy", "deprecated", "retired"]
 Lifecycle = Literal["active", "deprecated", "retired"]
@@ -254,9 +255,9 @@ def _merged(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str,
 
 @cache
 def load_catalog() -> Catalog:
-    """The catalog shipped with the package (read once per process)."""
-    text = resources.files("llmflow.catalog").joinpath("models.yaml").read_text("utf-8")
-    raw = YAML(typ="safe").load(text)
+    """The catalog shipped with the package (read once per process; the parse of its YAML
+    is cached, :mod:`llmflow.catalog.yaml_cache`)."""
+    raw = load_yaml_cached(resources.files("llmflow.catalog").joinpath("models.yaml"))
     defaults: dict[str, Any] = dict(raw["defaults"])
     models = {
         model_id: ModelInfo.model_validate({**_merged(defaults, fields), "id": model_id})

@@ -6,10 +6,11 @@ names (``request.completed``, ``budget.alert``, ...) and never the API key or pr
 
 from __future__ import annotations
 
-import logging
 import sys
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from llmflow.lazy import configure_when_imported, discard_pending_configuration
 
 if TYPE_CHECKING:
     import structlog
@@ -26,8 +27,11 @@ def configure_logging(fmt: LogFormat = LogFormat.console, *, verbose: bool = Fal
     JSON logs include info events (one per request); console logs show warnings and up
     unless ``verbose``, because the console has a progress display instead.
     """
+    import logging
+
     import structlog
 
+    discard_pending_configuration()  # this one wins
     level = (
         logging.INFO if fmt is LogFormat.json else (logging.DEBUG if verbose else logging.WARNING)
     )
@@ -57,5 +61,6 @@ def _stderr_logger(*_args: object) -> structlog.PrintLogger:
 
 
 def quiet_logging() -> None:
-    """Warnings and up only (for commands whose output is on stdout)."""
-    configure_logging(LogFormat.console)
+    """Warnings and up only (for commands whose output is on stdout), configured once
+    structlog is loaded: a command that logs nothing never imports it."""
+    configure_when_imported(lambda: configure_logging(LogFormat.console))

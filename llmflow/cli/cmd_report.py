@@ -82,9 +82,10 @@ def report(
 
       llmflow report --last --format html > report.html
     """
+    # each format imports what it renders with (a JSON report never loads rich)
     from llmflow.catalog import load_catalog
     from llmflow.cli._logging import quiet_logging
-    from llmflow.reporting import build_report, load_settings, render_csv, render_html, render_table
+    from llmflow.reporting.settings import load_settings
 
     quiet_logging()  # stdout is the report's: an upgrade of the store logs nothing there
     if run_id is not None and last:
@@ -106,12 +107,20 @@ def report(
         if output_format is ReportFormat.json:
             typer.echo(store.summary(run_id, baseline=settings.baseline).to_json(), nl=False)
             return
+        from llmflow.reporting.model import build_report
+
         data = build_report(store, run_id, settings, series=output_format is ReportFormat.html)
     if output_format is ReportFormat.csv:
+        from llmflow.reporting.csv_format import render_csv
+
         typer.echo(render_csv(data), nl=False)
     elif output_format is ReportFormat.html:
+        from llmflow.reporting.html import render_html
+
         typer.echo(render_html(data), nl=False)
     else:
+        from llmflow.reporting.table import render_table
+
         _console().print(render_table(data))
 
 
@@ -132,7 +141,7 @@ def runs(
       llmflow runs --state-dir /var/lib/llmflow --format json
     """
     from llmflow.cli._logging import quiet_logging
-    from llmflow.reporting import list_run_rows, runs_json, runs_table
+    from llmflow.reporting.runs import list_run_rows, runs_json, runs_table
 
     quiet_logging()
     with reported_errors(), open_store(store_spec, existing=True) as store:

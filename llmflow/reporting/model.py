@@ -4,9 +4,9 @@ The contract figures come from the tracker's :class:`~llmflow.tracker.RunSummary
 (so every format agrees with ``summary.json``); the report adds the plan's tier,
 model and mode per step, a per-tier breakdown, per-step baseline and savings,
 warnings, spend today and this month (the budget counters), and the cumulative spend
-series (a bounded number of time buckets). Every figure is an SQL aggregate read in
-index order: what Python holds grows with the run's steps (and the buckets), never with
-its requests.
+series (a bounded number of time buckets). Every figure is read from the usage roll-ups
+(:mod:`llmflow.tracker.store_rollup`) or by index seeks: what the report reads and holds
+grows with the run's steps (and its seconds of spending), never with its requests.
 """
 
 from __future__ import annotations
@@ -210,10 +210,10 @@ def build_report(
 ) -> ReportData:
     """The report of ``run_id`` (RunStoreError if the store has no such run).
 
-    Every figure comes from SQL aggregates: the run's usage ledger summed per step,
-    tier, model and mode, and (unless ``series`` is False: only HTML draws it) its
-    spend per time bucket; counts per step from its requests, and the budget
-    counters; nothing is read per request.
+    Every figure comes from the run's usage roll-ups (the ledger summed per step,
+    tier, model and mode, and, unless ``series`` is False (only HTML draws it), per
+    second of spending, grouped into time buckets), counts of its requests per step
+    and status, and the budget counters; nothing is read per request.
     """
     run = store.get_run(run_id)
     cells = store.usage_cells(run_id)

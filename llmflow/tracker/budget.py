@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
-import structlog
-
 from llmflow.catalog import ZERO, format_usd
+from llmflow.lazy import lazy_logger
 
-_log = structlog.get_logger("llmflow.tracker.budget")
+_log = lazy_logger("llmflow.tracker.budget")
 
 Period = Literal["day", "month"]
 

@@ -21,6 +21,9 @@ History
         (run, step, tier, model, mode, id, tokens, cost) replaces ``usage_run`` (run,
         step), ``usage_spend`` (run, recorded_at, cost_usd) replaces ``usage_time``
         (recorded_at), and ``requests_truncated`` holds the ``max_tokens`` stops
+    5   the usage roll-ups ``usage_totals`` and ``usage_seconds``, summed from the ledger
+        on upgrade (:mod:`llmflow.tracker.store_rollup`): reports read them instead of
+        the ledger, whose ``usage_group`` index goes
 """
 
 from __future__ import annotations
@@ -29,14 +32,16 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Final
 
-import structlog
-
-from llmflow.tracker.db import Cursor, Database
+from llmflow.lazy import lazy_logger
+from llmflow.tracker.db import Cursor, Database, Dialect
+from llmflow.tracker.schema import ROLLUP_DDL, ddl
 from llmflow.tracker.store_budget import RunScopes
+from llmflow.tracker.store_rollup import rebuild
 
-_log = structlog.get_logger("llmflow.tracker.store")
+_log = lazy_logger("llmflow.tracker.store")
 
-Step = Callable[[Cursor], None]
+#: An upgrade step: DDL and data changes in the store's dialect, in its transaction.
+Step = Callable[[Cursor, Dialect], None]
 
 #: Columns version 2 adds to ``requests`` and ``usage`` (name → declaration).
 V2_RESPONSE_COLUMNS: Final[Mapping[str, str]] = {
@@ -91,12 +96,12 @@ def add_missing_columns(c: Cursor, table: str, columns: Mapping[str, str]) -> No
             c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
-def _v1_to_v2(c: Cursor) -> None:
+def _v1_to_v2(c: Cursor, dialect: Dialect) -> None:
     for table in ("requests", "usage"):
         add_missing_columns(c, table, V2_RESPONSE_COLUMNS)
 
 
-def _v2_to_v3(c: Cursor) -> None:
+def _v2_to_v3(c: Cursor, dialect: Dialect) -> None:
     # SQLite cannot change a CHECK constraint: the small runs table is rebuilt (foreign
     # keys are not enforced while a store is upgraded; they are checked at the end).
     c.execute(_RUNS_V3)
@@ -157,7 +162,7 @@ def _build_counters(c: Cursor) -> None:
     )
 
 
-def _v3_to_v4(c: Cursor) -> None:
+def _v3_to_v4(c: Cursor, dialect: Dialect) -> None:
     # the DDL of both dialects; dropped first, so the new indexes never coexist with the
     # old ones they replace
     for statement in (
@@ -173,8 +178,16 @@ def _v3_to_v4(c: Cursor) -> None:
         c.execute(statement)
 
 
+def _v4_to_v5(c: Cursor, dialect: Dialect) -> None:
+    # reports read the roll-ups now: the ledger's index for their scans goes
+    c.execute("DROP INDEX IF EXISTS usage_group")
+    for statement in ddl(dialect, ROLLUP_DDL):
+        c.execute(statement)
+    rebuild(c)
+
+
 #: version n → the step that upgrades a store from n to n + 1.
-STEPS: Final[Mapping[int, Step]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+STEPS: Final[Mapping[int, Step]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 #: The first version of a PostgreSQL store: its upgrades start there.
 POSTGRES_FROM = 3
@@ -195,7 +208,7 @@ def upgrade(c: Cursor, db: Database, found: int, target: int) -> None:
         step = STEPS.get(version)
         if step is None or (db.dialect != "sqlite" and version < POSTGRES_FROM):
             raise ValueError(f"{where} has run store schema {found}; no upgrade to {target}")
-        step(c)
+        step(c, db.dialect)
     if found != target:
         c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
         _log.info("store.schema_upgraded", path=where, from_version=found, to_version=target)

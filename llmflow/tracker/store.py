@@ -27,10 +27,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from llmflow.catalog import ModelInfo, TokenUsage
 from llmflow.errors import RunStoreError
+from llmflow.lazy import lazy_logger
 from llmflow.tracker import schema
 from llmflow.tracker.db import Cursor, Database, is_url, redact
 from llmflow.tracker.records import (
@@ -55,7 +54,7 @@ try:  # POSIX; elsewhere runs are not protected against two concurrent processes
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-_log = structlog.get_logger("llmflow.tracker.store")
+_log = lazy_logger("llmflow.tracker.store")
 DB_NAME = "llmflow.db"
 
 

@@ -9,15 +9,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-import structlog
-
 from llmflow.errors import RunStoreError
+from llmflow.lazy import lazy_logger
 from llmflow.tracker.db import Cursor, Database
 from llmflow.tracker.records import check_run_id
 from llmflow.tracker.schema import timestamp
 
 _T = TypeVar("_T")
-_log = structlog.get_logger("llmflow.tracker.store")
+_log = lazy_logger("llmflow.tracker.store")
 
 #: How often a write that lost a deadlock or serialisation race is tried again.
 WRITE_ATTEMPTS = 8

@@ -22,6 +22,7 @@ from llmflow.tracker.db import Cursor
 from llmflow.tracker.records import JsonValue, Mode, Response
 from llmflow.tracker.schema import money, parse_timestamp
 from llmflow.tracker.store_budget import Counters, Refusal, RunScopes, StoreLimit
+from llmflow.tracker.store_rollup import add_billed
 
 #: Token columns of ``requests`` and ``usage``, in :class:`TokenUsage` field order.
 USAGE_COLS = (
@@ -188,6 +189,7 @@ class RecordOp:
         succeeded = statuses(c, self.run_id, keys, only="succeeded")
         recorded: set[str] = set()
         usage_rows: list[tuple[Any, ...]] = []
+        billed: list[tuple[Response, bool]] = []  # usage_rows': (response, a success?)
         request_rows: list[tuple[Any, ...]] = []
         open_usd = ZERO
         for response, reservation in self.responses:
@@ -201,6 +203,7 @@ class RecordOp:
                 open_usd += response.open_usd
             recorded.add(response.key)
             usage_rows.append(_usage_row(self.run_id, response, now))
+            billed.append((response, True))
             request_rows.append(_request_row(self.run_id, response, now))
         for failure in self.failures:
             self._settle(counters, failure.reservation, None, day)
@@ -211,7 +214,9 @@ class RecordOp:
                     counters.add(self.scopes.keys(paid_on), unrecorded=failure.billed.open_usd)
                     open_usd += failure.billed.open_usd
                 usage_rows.append(_usage_row(self.run_id, failure.billed, now))
+                billed.append((failure.billed, False))
         self._write(c, usage_rows, request_rows, now)
+        add_billed(c, self.run_id, billed, now)  # the roll-ups, in the same transaction
         if open_usd:
             add_unrecorded(c, self.run_id, open_usd)
         self._unrecorded(c, counters, day)

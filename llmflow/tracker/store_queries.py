@@ -1,31 +1,40 @@
 """The run store's read side: outputs in item order, spend by run, totals, report aggregates.
 
-Every query for reports is an aggregate: what it returns grows with a run's steps (and
-a bounded number of time buckets), never with its requests. The SQL is the portable
-kind (:mod:`llmflow.tracker.db`): ``CASE WHEN`` for counts, ``substr``/``CAST`` over
-the fixed-width ISO 8601 timestamps for time buckets, and money summed exactly
-(:func:`money_rows`). Indexes serve each aggregate in index order (no sort):
-``usage_group`` the groups and steps, ``usage_spend`` (covering) the spend by time,
-``requests_truncated`` the ``max_tokens`` stops.
+Every query for reports reads what grows with a run's steps (and time), never with its
+requests: the usage roll-ups (:mod:`llmflow.tracker.store_rollup`: the ledger summed per
+step, tier, model and mode, and per UTC second), index seeks for the counts of requests
+not succeeded (``requests_claim``) and for the ``max_tokens`` stops
+(``requests_truncated``), and the ends of ``usage_spend`` for when a run was billed.
+The SQL is the portable kind (:mod:`llmflow.tracker.db`): ``substr``/``CAST`` over the
+fixed-width ISO 8601 timestamps for time buckets, and money summed exactly
+(:func:`money_rows`, or ``Decimal`` over the few roll-up rows).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from llmflow.catalog import ZERO, TokenUsage, format_usd
 from llmflow.tracker.db import Cursor, Dialect
-from llmflow.tracker.records import JsonValue, Mode, OutputRecord, StepTotals, check_step_id
-from llmflow.tracker.schema import parse_timestamp, timestamp, to_decimal
+from llmflow.tracker.records import (
+    JsonValue,
+    Mode,
+    OutputRecord,
+    RequestStatus,
+    StepTotals,
+    check_step_id,
+)
+from llmflow.tracker.schema import parse_timestamp, to_decimal
 from llmflow.tracker.store_base import StoreBase
 from llmflow.tracker.store_requests import USAGE_COLS, token_usage
+from llmflow.tracker.store_rollup import KEY_COLS, SUM_COLS, Sums
 
 #: Sums of :data:`USAGE_COLS`, for a GROUP BY over ``usage``.
 USAGE_SUMS = ", ".join(f"sum({col})" for col in USAGE_COLS.split(", "))
@@ -33,15 +42,24 @@ USAGE_SUMS = ", ".join(f"sum({col})" for col in USAGE_COLS.split(", "))
 #: Time buckets of a run's spend series (about; a run crossing midnight has a few more).
 SERIES_BUCKETS = 200
 
-#: Milliseconds since midnight (UTC) of ``recorded_at`` (``2026-11-30T10:00:00.123456+00:00``).
-_MS_OF_DAY = (
-    "CAST(substr(recorded_at, 12, 2) AS INTEGER) * 3600000"
-    " + CAST(substr(recorded_at, 15, 2) AS INTEGER) * 60000"
-    " + CAST(substr(recorded_at, 18, 2) AS INTEGER) * 1000"
-    " + CAST(substr(recorded_at, 21, 3) AS INTEGER)"
+#: Seconds since midnight (UTC) of ``second`` (``2026-11-30T10:00:00.000000+00:00``).
+_SECOND_OF_DAY = (
+    "CAST(substr(second, 12, 2) AS INTEGER) * 3600"
+    " + CAST(substr(second, 15, 2) AS INTEGER) * 60"
+    " + CAST(substr(second, 18, 2) AS INTEGER)"
 )
-_DAY_MS = 86_400_000
-_CHUNK = 500  # run ids per IN (...) list
+_CHUNK = 500  # run or step ids per IN (...) list
+
+#: The statuses a request has before it succeeds, or instead (counted from ``requests``).
+_NOT_SUCCEEDED = tuple(s for s in get_args(RequestStatus) if s != "succeeded")
+
+#: The distinct steps of a run's requests, one index seek each (a loose index scan).
+_SEEN_STEPS = (
+    "WITH RECURSIVE seen (step_id) AS (SELECT min(step_id) FROM requests WHERE run_id = ?"
+    " UNION ALL SELECT (SELECT min(r.step_id) FROM requests r WHERE r.run_id = ?"
+    " AND r.step_id > seen.step_id) FROM seen WHERE seen.step_id IS NOT NULL)"
+    " SELECT step_id FROM seen WHERE step_id IS NOT NULL"
+)
 
 #: The two select items that ``{money}`` stands for in :func:`money_rows`: the sum of
 #: ``cost_usd``, then what SQLite's fast sum must check. SQLite stores money as text,
@@ -89,9 +107,10 @@ def _from_picos(picos: int | None) -> Decimal:
 class UsageCell:
     """Billed responses of one step on one (tier, model, mode): counts, tokens, cost.
 
-    ``first_id`` is the smallest ledger id (the order groups first appeared in);
-    ``reading`` and ``writing`` count the responses that read from / wrote to the
-    prompt cache.
+    ``first_id`` orders the groups as they were first used (their roll-up row's id);
+    ``succeeded`` counts the responses that were successes (the others were billed
+    failures); ``reading`` and ``writing`` those that read from / wrote to the prompt
+    cache.
     """
 
     step_id: str
@@ -100,6 +119,7 @@ class UsageCell:
     mode: Mode
     first_id: int
     responses: int
+    succeeded: int
     reading: int
     writing: int
     usage: TokenUsage
@@ -109,8 +129,8 @@ class UsageCell:
 @dataclass(frozen=True, slots=True)
 class SpendBucket:
     """What a run spent within one time bucket: ``(day, slot)``, the UTC day of
-    ``recorded_at`` and its millisecond of the day divided by the bucket width, so
-    buckets follow each other in time order. ``last`` is the latest ``recorded_at``
+    ``recorded_at`` and its second of the day divided by the bucket width (in seconds),
+    so buckets follow each other in time order. ``last`` is the latest ``recorded_at``
     within it."""
 
     day: str
@@ -132,22 +152,6 @@ def bucket_width_ms(start: datetime, end: datetime, buckets: int) -> int:
     """Milliseconds per bucket for about ``buckets`` buckets from ``start`` to ``end``."""
     span = max(0, -(-(end - start) // timedelta(milliseconds=1)))
     return max(1, -(-span // max(1, buckets)))
-
-
-def bucket_ranges(
-    first: datetime, last: datetime, width_ms: int
-) -> Iterator[tuple[str, int, str, str]]:
-    """``(day, slot, since, until)`` of each bucket from ``first`` to ``last`` (UTC):
-    ``recorded_at`` in ``[since, until)`` (timestamps) is in bucket ``(day, slot)``."""
-    day = datetime(first.year, first.month, first.day, tzinfo=first.tzinfo)
-    while day <= last:
-        ms_first = max(0, (first - day) // timedelta(milliseconds=1))
-        ms_last = min(_DAY_MS - 1, (last - day) // timedelta(milliseconds=1))
-        for slot in range(ms_first // width_ms, ms_last // width_ms + 1):
-            since = day + timedelta(milliseconds=slot * width_ms)
-            until = day + timedelta(milliseconds=min(_DAY_MS, (slot + 1) * width_ms))
-            yield day.strftime("%Y-%m-%d"), slot, timestamp(since), timestamp(until)
-        day += timedelta(days=1)
 
 
 class QueriesMixin(StoreBase):
@@ -206,19 +210,18 @@ class QueriesMixin(StoreBase):
         return self.runs_spent([run_id])[run_id]
 
     def runs_spent(self, run_ids: Sequence[str]) -> dict[str, Decimal]:
-        """Recorded spend of each of ``run_ids`` (every session): one grouped read."""
+        """Recorded spend of each of ``run_ids`` (every session), from the roll-ups."""
         ids = list(dict.fromkeys(run_ids))
-        dialect = self._db.dialect
 
         def query(c: Cursor) -> dict[str, Decimal]:
             out = dict.fromkeys(ids, ZERO)
             for at in range(0, len(ids), _CHUNK):
                 chunk = ids[at : at + _CHUNK]
                 marks = ", ".join("?" for _ in chunk)
-                sql = (
-                    f"SELECT run_id, {{money}} FROM usage WHERE run_id IN ({marks}) GROUP BY run_id"
-                )
-                out.update(money_rows(c, dialect, sql, chunk))
+                for run_id, cost in c.execute(
+                    f"SELECT run_id, cost_usd FROM usage_totals WHERE run_id IN ({marks})", chunk
+                ).fetchall():
+                    out[run_id] += Decimal(cost)
             return out
 
         return self._read(query)
@@ -228,11 +231,12 @@ class QueriesMixin(StoreBase):
     ) -> list[StepTotals]:
         """Per step: planned and seen requests, outcome counts, usage and cost.
 
-        ``usage`` is each step's tokens and cost when the caller has already summed
-        the ledger (:func:`step_usage` of :meth:`usage_cells`); else it is summed here.
-        Steps come in plan order, then any others seen (as :meth:`step_ids`).
+        ``usage`` is each step's tokens and cost when the caller has them already
+        (:func:`step_usage` of :meth:`usage_cells`; ``{}`` when it needs counts only);
+        else they are read here. Steps come in plan order, then any others seen (as
+        :meth:`step_ids`). Succeeded requests are counted by the roll-ups (a request
+        succeeds once, in the transaction that bills it), the others by index seeks.
         """
-        dialect = self._db.dialect
 
         def query(c: Cursor) -> list[StepTotals]:
             plans = {
@@ -243,23 +247,9 @@ class QueriesMixin(StoreBase):
                     (run_id,),
                 ).fetchall()
             }
-            counts: dict[str, dict[str, int]] = {}
-            for s, status, n in c.execute(
-                "SELECT step_id, status, count(*) FROM requests WHERE run_id = ?"
-                " GROUP BY step_id, status",
-                (run_id,),
-            ).fetchall():
-                counts.setdefault(s, {})[status] = n
-            summed = usage
-            if summed is None:
-                sql = (
-                    f"SELECT step_id, {USAGE_SUMS}, {{money}} FROM usage WHERE run_id = ?"
-                    " GROUP BY step_id"
-                )
-                summed = {
-                    s: (token_usage(tokens), cost)
-                    for s, *tokens, cost in money_rows(c, dialect, sql, (run_id,))
-                }
+            cells = _cells(c, run_id)
+            counts = _status_counts(c, run_id, cells)
+            summed = step_usage(cells) if usage is None else usage
             seen = sorted(set(counts) - set(plans))
             out = []
             for step_id in [*plans, *seen]:
@@ -303,45 +293,19 @@ class QueriesMixin(StoreBase):
         return (parse_timestamp(row[0]), parse_timestamp(row[1])) if row and row[0] else None
 
     def usage_cells(self, run_id: str) -> list[UsageCell]:
-        """The run's usage ledger summed per step, tier, model and mode, in no particular
-        order: one pass over the ledger in ``usage_group`` order."""
-        sql = (
-            "SELECT step_id, tier, model, mode, min(id), count(*),"
-            " sum(CASE WHEN cache_read > 0 THEN 1 ELSE 0 END),"
-            " sum(CASE WHEN cache_write_5m + cache_write_1h > 0 THEN 1 ELSE 0 END),"
-            f" {USAGE_SUMS}, {{money}} FROM usage WHERE run_id = ?"
-            " GROUP BY step_id, tier, model, mode"
-        )
-        rows = self._read(lambda c: money_rows(c, self._db.dialect, sql, (run_id,)))
-        return [
-            UsageCell(
-                step_id=s, tier=tier, model=model, mode=mode, first_id=int(first_id),
-                responses=int(n), reading=int(rd), writing=int(wr), usage=token_usage(tokens),
-                cost=cost,
-            )
-            for s, tier, model, mode, first_id, n, rd, wr, *tokens, cost in rows
-        ]  # fmt: skip
+        """The run's usage ledger summed per step, tier, model and mode (its roll-up), in
+        no particular order."""
+        return self._read(lambda c: _cells(c, run_id))
 
     def spend_buckets(self, run_id: str, *, width_ms: int) -> list[SpendBucket]:
-        """What the run spent per time bucket of ``width_ms`` milliseconds of a UTC day
-        (:class:`SpendBucket`; :func:`bucket_width_ms` picks a width), in time order;
-        empty buckets are left out.
-
-        SQLite reads each bucket's range of the covering ``usage_spend`` index (no sort);
-        PostgreSQL, or a run whose ledger spans many more buckets than its width implies,
-        groups the ledger by bucket in one statement.
-        """
-        width = max(1, int(width_ms))
-        span = self.recorded_between(run_id)
-        if span is None:
-            return []
-        first, last = span
-        ranged = (last - first) // timedelta(milliseconds=width) + (last - first).days
-        if self._db.dialect == "sqlite" and ranged <= _MAX_RANGED:
-            return self._read(lambda c: list(_ranged_buckets(c, run_id, first, last, width)))
+        """What the run spent per time bucket of a UTC day (:class:`SpendBucket`), in time
+        order; empty buckets are left out. The ledger is summed per second
+        (``usage_seconds``), so a bucket is ``width_ms`` rounded up to whole seconds
+        (:func:`bucket_width_ms` picks a width)."""
+        width = max(1, -(-int(width_ms) // 1000))
         sql = (
-            f"SELECT substr(recorded_at, 1, 10), ({_MS_OF_DAY}) / CAST(? AS INTEGER),"
-            " max(recorded_at), {money} FROM usage WHERE run_id = ? GROUP BY 1, 2"
+            f"SELECT substr(second, 1, 10), ({_SECOND_OF_DAY}) / CAST(? AS INTEGER),"
+            " max(last_at), {money} FROM usage_seconds WHERE run_id = ? GROUP BY 1, 2"
         )
         rows = self._read(lambda c: money_rows(c, self._db.dialect, sql, (width, run_id)))
         buckets = [
@@ -351,19 +315,40 @@ class QueriesMixin(StoreBase):
         return sorted(buckets, key=lambda b: (b.day, b.slot))
 
 
-#: At most this many buckets are read range by range (a run's width makes about
-#: SERIES_BUCKETS of them, plus one a day).
-_MAX_RANGED = 4 * SERIES_BUCKETS
+def _cells(c: Cursor, run_id: str) -> list[UsageCell]:
+    cells = []
+    for first_id, s, tier, model, mode, *values in c.execute(
+        f"SELECT id, {KEY_COLS}, {SUM_COLS} FROM usage_totals WHERE run_id = ?", (run_id,)
+    ).fetchall():
+        sums = Sums.of_row(values)
+        responses, succeeded, reading, writing = sums.counts
+        cells.append(
+            UsageCell(
+                step_id=s, tier=tier or None, model=model, mode=mode, first_id=int(first_id),
+                responses=responses, succeeded=succeeded, reading=reading, writing=writing,
+                usage=token_usage(sums.tokens), cost=sums.cost,
+            )
+        )  # fmt: skip
+    return cells
 
 
-def _ranged_buckets(
-    c: Cursor, run_id: str, first: datetime, last: datetime, width: int
-) -> Iterator[SpendBucket]:
-    sql = (
-        "SELECT max(recorded_at), {money} FROM usage"
-        " WHERE run_id = ? AND recorded_at >= ? AND recorded_at < ?"
-    )
-    for day, slot, since, until in bucket_ranges(first, last, width):
-        [(latest, cost)] = money_rows(c, "sqlite", sql, (run_id, since, until))
-        if latest is not None:
-            yield SpendBucket(day, slot, parse_timestamp(latest), cost)
+def _status_counts(c: Cursor, run_id: str, cells: Sequence[UsageCell]) -> dict[str, dict[str, int]]:
+    """step id → status → requests: succeeded ones from the roll-up ``cells``, the others
+    by seeks of ``requests_claim`` (run, step, status) for each step the run's requests
+    have."""
+    counts: dict[str, dict[str, int]] = {}
+    for cell in cells:
+        step = counts.setdefault(cell.step_id, {})
+        step["succeeded"] = step.get("succeeded", 0) + cell.succeeded
+    steps = [s for (s,) in c.execute(_SEEN_STEPS, (run_id, run_id)).fetchall()]
+    statuses = ", ".join(f"'{s}'" for s in _NOT_SUCCEEDED)
+    for at in range(0, len(steps), _CHUNK):
+        chunk = steps[at : at + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        for s, status, n in c.execute(
+            "SELECT step_id, status, count(*) FROM requests WHERE run_id = ?"
+            f" AND step_id IN ({marks}) AND status IN ({statuses}) GROUP BY step_id, status",
+            (run_id, *chunk),
+        ).fetchall():
+            counts.setdefault(s, {})[status] = int(n)
+    return counts

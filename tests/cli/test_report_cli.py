@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,6 +17,8 @@ from llmflow.cli import app
 from llmflow.reporting import CSV_COLUMNS
 from llmflow.tracker import RunStore
 
+from .conftest import load_builders  # type: ignore[import-not-found]
+
 runner = CliRunner()
 POLICY = "tests/fixtures/policies/basic.yaml"
 SUMMARY_KEYS = ["run_id", "pipeline", "policy", "status", "started_at", "ended_at", "steps",
@@ -28,22 +27,10 @@ STEP_KEYS = ["id", "requests", "succeeded", "failed", "skipped", "usage", "cost"
              "plan_cost_expected", "cache_hit_ratio"]  # fmt: skip
 
 
-def _builders() -> ModuleType:
-    name = "reporting_builders"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "reporting" / "builders.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
     """A state dir with an older run of another pipeline and the triage run (newest)."""
-    builders = _builders()
+    builders = load_builders()
     clock = builders.Clock()
     root = tmp_path / "state"
     with RunStore.open(root, clock=clock) as store:

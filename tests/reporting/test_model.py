@@ -13,6 +13,7 @@ from llmflow.reporting.model import MAX_SERIES_POINTS, cumulative_series
 from llmflow.tracker import RunInfo, RunStore, StepPlan
 from llmflow.tracker.schema import timestamp
 from llmflow.tracker.store_queries import SpendBucket
+from llmflow.tracker.store_rollup import rebuild
 from llmflow.tracker.summary import baseline_cost
 
 HAIKU = "claude-haiku-4-5"
@@ -139,6 +140,7 @@ def test_series_of_many_responses_is_bounded_and_ends_at_the_exact_total(
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        rebuild(c, ["big"])  # the roll-ups of ledger rows inserted directly
     clock.now = start + timedelta(days=3)
     settings = load_settings(None, load_catalog())
     report = build_report(store, "big", settings, now=clock.now)

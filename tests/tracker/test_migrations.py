@@ -1,5 +1,5 @@
 """A store created by an older schema (version 1, or 3 on either database) is upgraded when
-it is opened."""
+it is opened (version 4 to 5, the usage roll-ups: tests/tracker/test_rollups.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from llmflow.catalog import TokenUsage
 from llmflow.errors import RunStoreError
 from llmflow.tracker import migrations
+from llmflow.tracker.db import Cursor
 from llmflow.tracker.records import Response, RunInfo, request_key
 from llmflow.tracker.schema import SCHEMA_VERSION
 from llmflow.tracker.store import DB_NAME, RunStore
@@ -76,7 +77,7 @@ def test_an_old_store_is_upgraded_and_its_history_kept(tmp_path: Path) -> None:
         store = RunStore.open(state)
     upgraded = [e for e in logs if e["event"] == "store.schema_upgraded"]
     assert [(e["from_version"], e["to_version"]) for e in upgraded] == [(1, SCHEMA_VERSION)]
-    assert _version(state / DB_NAME) == SCHEMA_VERSION == 4
+    assert _version(state / DB_NAME) == SCHEMA_VERSION == 5
     # what was recorded before still counts, read with the new columns
     assert store.run_spent("old") == D("0.0002")
     [totals] = store.step_totals("old")
@@ -129,7 +130,7 @@ def test_a_failed_upgrade_leaves_the_old_store_as_it_was(
     state = _v1_store(tmp_path / "state")
     before = _schema(state / DB_NAME)
 
-    def half_done(c: sqlite3.Connection) -> None:
+    def half_done(c: Cursor, dialect: str) -> None:
         migrations.add_missing_columns(c, "requests", migrations.V2_RESPONSE_COLUMNS)
         raise sqlite3.OperationalError("disk I/O error")
 
@@ -178,8 +179,9 @@ def test_processes_opening_an_old_store_together_upgrade_it_once(tmp_path: Path)
     assert _version(state / DB_NAME) == SCHEMA_VERSION
 
 
-#: The report indexes of version 4 and those of version 3 they replace.
-V4_INDEXES = {"usage_group", "usage_spend", "requests_truncated"}
+#: The report indexes of version 4 that remain (``usage_group`` went in version 5), and
+#: those of version 3 they replace.
+V4_INDEXES = {"usage_spend", "requests_truncated"}
 V3_INDEXES = {
     "usage_run": "CREATE INDEX usage_run ON usage (run_id, step_id)",
     "usage_time": "CREATE INDEX usage_time ON usage (recorded_at)",
@@ -187,11 +189,14 @@ V3_INDEXES = {
 
 
 def _as_v3(c: Any) -> None:
-    """Make a current store what schema 3 left: the old report indexes, version 3."""
+    """Make a current store what schema 3 left: the old report indexes, no roll-ups,
+    version 3."""
     for name in V4_INDEXES:
         c.execute(f"DROP INDEX {name}")
     for ddl in V3_INDEXES.values():
         c.execute(ddl)
+    c.execute("DROP TABLE usage_totals")
+    c.execute("DROP TABLE usage_seconds")
     c.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 
 
@@ -222,11 +227,11 @@ def test_a_version_3_store_gets_the_report_indexes(tmp_path: Path, dialect: str)
         assert set(V3_INDEXES) <= current and not V4_INDEXES & current
         with capture_logs() as logs:
             store = RunStore.open(spec, runs_dir=tmp_path / "runs")
-        assert [(e["from_version"], e["to_version"]) for e in logs] == [(3, 4)]
+        assert [(e["from_version"], e["to_version"]) for e in logs] == [(3, SCHEMA_VERSION)]
         with store.db.reading() as c:
             current = _indexes(c, dialect)
             version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        assert current >= V4_INDEXES and not set(V3_INDEXES) & current
+        assert current >= V4_INDEXES and not {*V3_INDEXES, "usage_group"} & current
         assert int(version[0]) == SCHEMA_VERSION
         assert store.run_spent("r") == D("150.5002")
         assert [c.responses for c in store.usage_cells("r")] == [2]
