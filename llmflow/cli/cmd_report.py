@@ -103,7 +103,10 @@ def report(
             raise RunStoreError(
                 f"no run {run_id!r} in {where}; `llmflow runs --store {where}` lists the run ids"
             )
-        settings = load_settings(record.policy_path, load_catalog(), min_hit_ratio=threshold)
+        settings = load_settings(
+            record.policy_path, load_catalog(), min_hit_ratio=threshold,
+            stored=record.report_settings,
+        )  # fmt: skip
         if output_format is ReportFormat.json:
             typer.echo(store.summary(run_id, baseline=settings.baseline).to_json(), nl=False)
             return

@@ -35,7 +35,7 @@ from llmflow.spec.loader import PipelineFile, PolicyFile
 from llmflow.spec.routing import resolve_route
 from llmflow.tracker import LimitSpec, RunInfo, RunStore, RunSummary, Tracker, request_key
 from llmflow.tracker import StepPlan as TrackedStep
-from llmflow.tracker.records import FinalStatus
+from llmflow.tracker.records import FinalStatus, PricedWith
 from llmflow.tracker.workers import new_worker_id
 
 _log = structlog.get_logger("llmflow.executor")
@@ -85,6 +85,17 @@ def limits_of(request: RunRequest) -> list[LimitSpec]:
     return policy_limits(request.policy_file.policy, request.budget_usd)
 
 
+def priced_with(request: RunRequest) -> PricedWith:
+    """What the run's reports price with, fixed now: the baseline tier's model (with its
+    overrides) and the policy's cache thresholds."""
+    policy = request.policy_file.policy
+    return PricedWith(
+        baseline=tier_model(policy, policy.baseline_tier, request.catalog),
+        min_hit_ratio=policy.cache.min_hit_ratio_warning,
+        batch_hit_rate=policy.cache.batch_hit_rate,
+    )
+
+
 def run_info(request: RunRequest) -> RunInfo:
     """What the run store keeps about the run and its plan."""
     plan = request.plan.plan
@@ -100,6 +111,7 @@ def run_info(request: RunRequest) -> RunInfo:
         plan_cost_expected=Decimal(plan.total.cost_expected),
         plan_cost_max=Decimal(plan.total.cost_max),
         plan_cost_baseline=Decimal(plan.total.cost_baseline),
+        report_settings=priced_with(request).to_json(),
         steps=tuple(
             TrackedStep(
                 s.id,

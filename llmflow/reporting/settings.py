@@ -1,7 +1,9 @@
 """What a report takes from the run's policy: warning threshold, baseline, batch hit rate.
 
-The run store records the policy's path, not its contents; when that file still
-exists and loads, its values are used, otherwise the documented defaults.
+A run stores them when it starts (:class:`llmflow.tracker.records.PricedWith`), so its
+report prices with what the run ran under, whatever the policy file has become since.
+A run made by an older llmflow has only the policy's path: when that file still exists
+and loads, its values are used, otherwise the documented defaults (with a note).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from llmflow.catalog import Catalog, ModelInfo
 from llmflow.errors import LlmflowError
 from llmflow.spec.loader import load_policy
 from llmflow.spec.policy import Policy
+from llmflow.tracker.records import PricedWith
 
 DEFAULT_MIN_HIT_RATIO = Decimal("0.30")
 DEFAULT_BATCH_HIT_RATE = Decimal("0.5")
@@ -37,12 +40,24 @@ def tier_model(policy: Policy, tier: str, catalog: Catalog) -> ModelInfo | None:
 
 
 def load_settings(
-    policy_path: str | None, catalog: Catalog, *, min_hit_ratio: Decimal | None = None
+    policy_path: str | None,
+    catalog: Catalog,
+    *,
+    min_hit_ratio: Decimal | None = None,
+    stored: str | None = None,
 ) -> ReportSettings:
-    """Settings from the policy at ``policy_path`` if it loads, else defaults.
+    """The settings the run stored (``stored``), else those of the policy at
+    ``policy_path`` if it loads, else defaults.
 
     An explicit ``min_hit_ratio`` (``--min-hit-ratio``) wins over the policy's value.
     """
+    if stored is not None:
+        priced = PricedWith.from_json(stored)
+        return ReportSettings(
+            min_hit_ratio=priced.min_hit_ratio if min_hit_ratio is None else min_hit_ratio,
+            batch_hit_rate=priced.batch_hit_rate,
+            baseline=priced.baseline,
+        )
     notes: list[str] = []
     policy: Policy | None = None
     if policy_path is None:

@@ -186,8 +186,18 @@ def _v4_to_v5(c: Cursor, dialect: Dialect) -> None:
     rebuild(c)
 
 
+def _v5_to_v6(c: Cursor, dialect: Dialect) -> None:
+    # what a report prices with (baseline model and prices, thresholds), fixed at run time
+    if dialect == "sqlite":
+        add_missing_columns(c, "runs", {"report_settings": "TEXT"})
+    else:
+        c.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS report_settings TEXT")
+
+
 #: version n → the step that upgrades a store from n to n + 1.
-STEPS: Final[Mapping[int, Step]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+STEPS: Final[Mapping[int, Step]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6,
+}  # fmt: skip
 
 #: The first version of a PostgreSQL store: its upgrades start there.
 POSTGRES_FROM = 3

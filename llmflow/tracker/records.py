@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from llmflow.catalog import ZERO, TokenUsage
+from llmflow.catalog import ZERO, ModelInfo, TokenUsage
 
 RunStatus = Literal[
     "running", "succeeded", "partial", "budget_stopped", "failed", "interrupted", "pending"
@@ -98,6 +99,7 @@ class RunInfo:
     plan_cost_max: Decimal | None = None
     plan_cost_baseline: Decimal | None = None
     steps: tuple[StepPlan, ...] = ()
+    report_settings: str | None = None  # JSON: what reports price with, fixed at run time
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class RunRecord:
     plan_cost_max: Decimal | None
     plan_cost_baseline: Decimal | None
     unrecorded_usd: Decimal
+    report_settings: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,3 +185,35 @@ class StepTotals:
     cost: Decimal = ZERO
     plan_cost_expected: Decimal | None = None
     plan_cost_max: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PricedWith:
+    """What a run's report prices with, stored when the run starts so that a report
+    never depends on the policy file as it is later: the baseline model (with the
+    policy's price overrides) and the policy's report thresholds."""
+
+    baseline: ModelInfo | None
+    min_hit_ratio: Decimal
+    batch_hit_rate: Decimal
+
+    def to_json(self) -> str:
+        baseline = None if self.baseline is None else self.baseline.model_dump(mode="json")
+        return json.dumps(
+            {
+                "baseline": baseline,
+                "min_hit_ratio": str(self.min_hit_ratio),
+                "batch_hit_rate": str(self.batch_hit_rate),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PricedWith:
+        data = json.loads(text)
+        baseline = data.get("baseline")
+        return cls(
+            baseline=None if baseline is None else ModelInfo.model_validate(baseline),
+            min_hit_ratio=Decimal(data["min_hit_ratio"]),
+            batch_hit_rate=Decimal(data["batch_hit_rate"]),
+        )

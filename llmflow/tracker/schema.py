@@ -46,7 +46,7 @@ from pathlib import Path
 from llmflow.catalog import ZERO, format_usd
 from llmflow.tracker.db import Cursor, Database, Dialect, PostgresDatabase, SqliteDatabase
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS runs (
     plan_cost_baseline {money},
     unrecorded_usd     {money} NOT NULL DEFAULT '0',
     stop_reason        TEXT,
-    stop_detail        TEXT
+    stop_detail        TEXT,
+    report_settings    TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_pipeline ON runs (pipeline, started_at);
 CREATE TABLE IF NOT EXISTS run_tags (

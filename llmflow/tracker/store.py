@@ -169,12 +169,12 @@ class RunStore(RequestsMixin, QueriesMixin, WorkersMixin):
                 c.execute(
                     "INSERT INTO runs (run_id, pipeline, pipeline_path, policy, policy_path,"
                     " plan_hash, status, started_at, budget_limit, plan_cost_expected,"
-                    " plan_cost_max, plan_cost_baseline)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                    " plan_cost_max, plan_cost_baseline, report_settings)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                     (run_id, info.pipeline, info.pipeline_path, info.policy, info.policy_path,
                      info.plan_hash, self._now(), money(info.budget_limit),
                      money(info.plan_cost_expected), money(info.plan_cost_max),
-                     money(info.plan_cost_baseline)),
+                     money(info.plan_cost_baseline), info.report_settings),
                 )  # fmt: skip
                 c.executemany(
                     "INSERT INTO run_tags (run_id, key, value) VALUES (?, ?, ?)",
@@ -380,6 +380,7 @@ def _run_record(r: dict[str, Any], tags: dict[str, str]) -> RunRecord:
         plan_cost_max=to_decimal(r["plan_cost_max"]),
         plan_cost_baseline=to_decimal(r["plan_cost_baseline"]),
         unrecorded_usd=Decimal(r["unrecorded_usd"]),
+        report_settings=r.get("report_settings"),
     )  # fmt: skip
 
 
@@ -410,10 +411,11 @@ class _ResumeOp:
             " budget_limit = coalesce(?, budget_limit),"
             " plan_cost_expected = coalesce(?, plan_cost_expected),"
             " plan_cost_max = coalesce(?, plan_cost_max),"
-            " plan_cost_baseline = coalesce(?, plan_cost_baseline) WHERE run_id = ?",
+            " plan_cost_baseline = coalesce(?, plan_cost_baseline),"
+            " report_settings = coalesce(?, report_settings) WHERE run_id = ?",
             (info.policy, info.policy_path, info.plan_hash, money(info.budget_limit),
              money(info.plan_cost_expected), money(info.plan_cost_max),
-             money(info.plan_cost_baseline), run_id),
+             money(info.plan_cost_baseline), info.report_settings, run_id),
         )  # fmt: skip
         RunStore._write_steps(c, run_id, info)
         return lost

@@ -77,7 +77,7 @@ def test_an_old_store_is_upgraded_and_its_history_kept(tmp_path: Path) -> None:
         store = RunStore.open(state)
     upgraded = [e for e in logs if e["event"] == "store.schema_upgraded"]
     assert [(e["from_version"], e["to_version"]) for e in upgraded] == [(1, SCHEMA_VERSION)]
-    assert _version(state / DB_NAME) == SCHEMA_VERSION == 5
+    assert _version(state / DB_NAME) == SCHEMA_VERSION == 6
     # what was recorded before still counts, read with the new columns
     assert store.run_spent("old") == D("0.0002")
     [totals] = store.step_totals("old")
