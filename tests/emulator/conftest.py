@@ -1,8 +1,9 @@
 """Fixtures: the emulator in-process and over HTTP, every response checked against the spec.
 
 Every response the emulator sends through these fixtures passes an ASGI wrapper that
-validates its body against the OpenAPI subset in /work/shared/anthropic (SSE events
-and JSONL lines included); violations fail the test at teardown.
+validates its body against the OpenAPI subset of the Messages and Message Batches
+endpoints kept in tests/fixtures/api (SSE events and JSONL lines included); violations
+fail the test at teardown.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from starlette.applications import Starlette
 
 from llmflow.emulator import EmulatorConfig, create_app
 
-SPEC_PATH = Path("/work/shared/anthropic/messages-openapi.json")
+SPEC_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "api" / "messages-openapi.json"
 BASE = "http://emulator.test"
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
