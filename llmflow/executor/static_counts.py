@@ -29,8 +29,9 @@ import anthropic
 import structlog
 
 from llmflow.catalog import ModelInfo
-from llmflow.planner.costing import request_max_cost, static_params, static_size
+from llmflow.planner.costing import request_max_cost, static_params
 from llmflow.planner.requests import count_params
+from llmflow.planner.tokens import static_size
 
 _log = structlog.get_logger("llmflow.executor")
 

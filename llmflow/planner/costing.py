@@ -20,12 +20,12 @@ from llmflow.catalog import Catalog, ModelInfo, TokenUsage, cost
 from llmflow.errors import PlanError
 from llmflow.planner.requests import Ttl
 from llmflow.planner.tokens import (
-    REQUEST_FRAMING,
     ZERO_SIZE,
     Size,
     block_size,
     injected_tokens,
     params_size,
+    static_size,
     tool_size,
 )
 from llmflow.spec.policy import Policy
@@ -127,21 +127,6 @@ def request_prefix_bound(params: Mapping[str, Any]) -> tuple[int, tuple[Ttl, ...
 
 def _ttl(marks: Mapping[str, Any]) -> Ttl:
     return "1h" if marks.get("ttl") == "1h" else "5m"
-
-
-def static_size(params: Mapping[str, Any]) -> Size:
-    """Bound of a request's tools and system blocks, with the request's framing: the
-    part an exact count of ``static_params`` replaces."""
-    total = Size(REQUEST_FRAMING, 0)
-    for tool in params.get("tools", ()):
-        total += tool_size(tool)
-    system = params.get("system")
-    if isinstance(system, str):
-        total += block_size(system) if system else ZERO_SIZE
-    elif system:
-        for block in system:
-            total += block_size(str(block.get("text", "")))
-    return total
 
 
 def static_params(params: Mapping[str, Any]) -> dict[str, Any]:

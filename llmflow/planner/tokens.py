@@ -141,8 +141,9 @@ def message_size(message: Mapping[str, Any]) -> Size:
     return total
 
 
-def params_size(params: Mapping[str, Any]) -> Size:
-    """Bound and estimate of every input token of a Messages API request."""
+def static_size(params: Mapping[str, Any]) -> Size:
+    """Bound and estimate of a request's tools and system blocks, with the request's
+    framing: the part of :func:`params_size` before the messages."""
     total = Size(REQUEST_FRAMING, EST_REQUEST_FRAMING)
     for tool in params.get("tools", ()):
         total += tool_size(tool)
@@ -152,6 +153,12 @@ def params_size(params: Mapping[str, Any]) -> Size:
     elif system:
         for block in system:
             total += block_size(str(block.get("text", "")))
+    return total
+
+
+def params_size(params: Mapping[str, Any]) -> Size:
+    """Bound and estimate of every input token of a Messages API request."""
+    total = static_size(params)
     for message in params.get("messages", ()):
         total += message_size(message)
     output_format = (params.get("output_config") or {}).get("format")
