@@ -52,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_overhead import API_KEY, cpu_seconds, emulator_call, free_port, stop
+from run_overhead import API_KEY, cpu_seconds, stop
+from run_overhead import start_emulator as start_overhead_emulator
 
 MODEL = "claude-haiku-4-5"
 TARGET_MB = 250.0
@@ -68,27 +69,8 @@ WORDS = ["invoice", "login", "outage", "refund", "latency", "export", "billing",
 
 
 def start_emulator(batch_seconds: float) -> tuple[subprocess.Popen[bytes], str]:
-    """``llmflow emulator`` on a free loopback port (as ``run_overhead.start_emulator``,
-    plus ``--batch-seconds``)."""
-    port = free_port()
-    args = ["emulator", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--batch-seconds", str(batch_seconds)]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _LLMFLOW, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the emulator exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            emulator_call(url, "/_emulator/ledger")
-            return proc, url
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the emulator did not answer within 30 s")
+    """``llmflow emulator`` on a free loopback port, batches taking ``batch_seconds``."""
+    return start_overhead_emulator(0.0, "--batch-seconds", str(batch_seconds))
 
 
 # -- files ----------------------------------------------------------------------------

@@ -86,9 +86,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+def start_emulator(latency_ms: float, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``llmflow emulator`` on a free loopback port (``extra``: more of its options)."""
     port = free_port()
     args = ["emulator", "--host", "127.0.0.1", "--port", str(port), "--latency-ms", str(latency_ms)]
+    args += extra
     # Limits no phase comes near: the plain loop ignores rate-limit headers, llmflow paces
     # by them, and the default reported window (4,000 requests a minute) would pace it.
     args += ["--rate-limits", RATE_LIMITS]
